@@ -1,0 +1,153 @@
+"""Native device API v1: what agents and the server say to each other."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from fleetwarden.core.assignments import AssignmentState
+
+__all__ = [
+    "Action",
+    "ArtifactRef",
+    "ChallengeResponse",
+    "EnrollRequest",
+    "EnrollResponse",
+    "FirmwareComponent",
+    "HealthCheck",
+    "Inventory",
+    "InventoryAck",
+    "Package",
+    "PollResponse",
+    "SessionRequest",
+    "SessionResponse",
+    "StatusAck",
+    "StatusReport",
+]
+
+Short = Annotated[str, StringConstraints(max_length=256)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+Pem = Annotated[str, StringConstraints(min_length=1, max_length=16384)]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+LabelKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]{0,62}$")]
+LabelValue = Annotated[str, StringConstraints(max_length=128)]
+Labels = Annotated[dict[LabelKey, LabelValue], Field(max_length=64)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class EnrollRequest(_Model):
+    enrollment_token: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    csr: Pem
+    hostname: Name
+
+
+class EnrollResponse(_Model):
+    device_id: str
+    certificate: str
+    ca_certificates: list[str]
+    poll_interval_seconds: int
+
+
+class ChallengeResponse(_Model):
+    challenge: str
+    expires_in_seconds: int
+
+
+class SessionRequest(_Model):
+    device_id: Name
+    certificate: Pem
+    challenge: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    signature: Annotated[str, StringConstraints(min_length=1, max_length=1024)]  # base64 DER
+
+
+class SessionResponse(_Model):
+    token: str
+    expires_at: datetime
+
+
+class ArtifactRef(_Model):
+    id: int
+    name: str
+    version: str
+    type: str
+    sha256: Sha256
+    size: int
+    url: str
+    meta: dict[str, str] = Field(default_factory=dict)
+
+
+class HealthCheck(_Model):
+    """A command the agent runs after installing; exit status 0 means healthy."""
+
+    command: Annotated[list[Annotated[str, StringConstraints(max_length=4096)]], Field(min_length=1, max_length=64)]
+    timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
+
+
+class Action(_Model):
+    assignment_id: int
+    state: AssignmentState
+    release_name: str
+    release_version: str
+    artifacts: list[ArtifactRef]
+    health_checks: list[HealthCheck] = Field(default_factory=list)
+
+
+class PollResponse(_Model):
+    device_id: str
+    poll_interval_seconds: int
+    action: Action | None = None
+    inventory_fingerprint: str | None = None
+
+
+class StatusReport(_Model):
+    state: AssignmentState
+    detail: Annotated[str, StringConstraints(max_length=4096)] = ""
+    progress: Annotated[int, Field(ge=0, le=100)] | None = None
+
+
+class StatusAck(_Model):
+    state: AssignmentState
+    changed: bool
+
+
+class Package(_Model):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    version: Short
+    arch: Annotated[str, StringConstraints(max_length=32)] = ""
+
+
+class FirmwareComponent(_Model):
+    name: Short
+    version: Short
+    vendor: Short = ""
+    device_id: Short = ""
+    guids: Annotated[list[Short], Field(max_length=64)] = Field(default_factory=list)
+    plugin: Short = ""
+
+
+class Inventory(_Model):
+    hostname: Name
+    os_name: Short = ""
+    os_version: Short = ""
+    kernel: Short = ""
+    arch: Short = ""
+    hardware_model: Short = ""
+    agent_version: Short = ""
+    site: Short = ""
+    zone: Short = ""
+    labels: Labels = Field(default_factory=dict)
+    installed_release: Short = ""
+    packages: Annotated[list[Package], Field(max_length=100_000)] = Field(default_factory=list)
+    firmware: Annotated[list[FirmwareComponent], Field(max_length=4096)] = Field(
+        default_factory=list
+    )
+
+
+class InventoryAck(_Model):
+    fingerprint: str
+    changed: bool

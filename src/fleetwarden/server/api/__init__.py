@@ -1,0 +1,1 @@
+"""HTTP routes: parse → service → serialize. No decisions live here."""

@@ -1,0 +1,130 @@
+"""Native device API v1 (``/device/v1``): enrollment, sessions, poll, status, inventory, artifacts.
+
+Authentication is proof of possession (ADR 0001): enrollment with a token and a CSR; then a
+signed challenge opens a short-lived session; every other call carries the session token.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+
+from fleetwarden.core.http_range import parse_range
+from fleetwarden.errors import FleetwardenError
+from fleetwarden.protocol.api import ErrorBody
+from fleetwarden.protocol.device import (
+    ChallengeResponse,
+    EnrollRequest,
+    EnrollResponse,
+    Inventory,
+    InventoryAck,
+    PollResponse,
+    SessionRequest,
+    SessionResponse,
+    StatusAck,
+    StatusReport,
+)
+from fleetwarden.server.api.deps import bearer, context
+from fleetwarden.server.context import ServerContext
+from fleetwarden.server.services import device_api, enrollment
+from fleetwarden.server.services.device_api import DeviceSession
+
+__all__ = ["router"]
+
+router = APIRouter(
+    prefix="/device/v1",
+    tags=["device"],
+    responses={s: {"model": ErrorBody} for s in (400, 401, 404, 409, 416, 422)},  # type: ignore[misc]
+)
+Ctx = Annotated[ServerContext, Depends(context)]
+
+
+def device(request: Request) -> DeviceSession:
+    ctx = context(request)
+    return device_api.authenticate(ctx, bearer(request), now=ctx.clock())
+
+
+Dev = Annotated[DeviceSession, Depends(device)]
+
+
+@router.post("/enroll", status_code=201)
+def enroll(body: EnrollRequest, ctx: Ctx) -> EnrollResponse:
+    try:
+        answer = enrollment.enroll(ctx, body)
+    except FleetwardenError:
+        ctx.metrics.enrollments.labels("refused").inc()
+        raise
+    ctx.metrics.enrollments.labels("enrolled").inc()
+    return answer
+
+
+@router.post("/session/challenge")
+def session_challenge(ctx: Ctx) -> ChallengeResponse:
+    return enrollment.challenge(ctx)
+
+
+@router.post("/session")
+def open_session(body: SessionRequest, ctx: Ctx) -> SessionResponse:
+    return enrollment.open_session(ctx, body)
+
+
+@router.get("/poll", responses={200: {"model": PollResponse}, 304: {"description": "nothing changed"}})
+def poll(request: Request, ctx: Ctx) -> Response:
+    """What the device should do next. Send ``If-None-Match`` with the last ``ETag``."""
+    dev = device_api.authenticate(ctx, bearer(request), now=ctx.clock())
+    etag = device_api.etag_for(ctx, dev)
+    if request.headers.get("if-none-match") == etag:
+        ctx.metrics.polls.labels("304").inc()
+        return Response(status_code=304, headers={"ETag": etag})
+    body = device_api.poll(ctx, dev)
+    ctx.metrics.polls.labels("200").inc()
+    return Response(
+        body.model_dump_json(), media_type="application/json",
+        headers={"ETag": etag, "Cache-Control": "no-cache"},
+    )
+
+
+@router.post("/assignments/{assignment_id}/status")
+def report_status(assignment_id: int, body: StatusReport, ctx: Ctx, dev: Dev) -> StatusAck:
+    """409 means: stop working on this assignment (it was cancelled or already ended)."""
+    return device_api.report_status(ctx, dev, assignment_id, body)
+
+
+@router.put("/inventory")
+def put_inventory(body: Inventory, ctx: Ctx, dev: Dev) -> InventoryAck:
+    return device_api.store_inventory(ctx, dev, body)
+
+
+@router.get("/artifacts/{sha256}", response_class=Response)
+def download(
+    request: Request,
+    sha256: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")],
+    ctx: Ctx,
+    dev: Dev,
+) -> Response:
+    """Artifact bytes; honours a single ``Range`` so interrupted downloads resume."""
+    device_api.authorize_artifact(ctx, dev, sha256)
+    path = ctx.store.local_path(sha256)
+    headers = {"ETag": f'"{sha256}"', "Accept-Ranges": "bytes"}
+    if path is not None:
+        # Starlette serves files with Range support and sendfile.
+        return FileResponse(path, media_type="application/octet-stream", headers=headers)
+    size = ctx.store.size(sha256)
+    span = parse_range(request.headers.get("range"), size)
+    if span is None:
+        return StreamingResponse(
+            ctx.store.iter_range(sha256, 0, size), media_type="application/octet-stream",
+            headers=headers | {"Content-Length": str(size)},
+        )
+    start, stop = span
+    return StreamingResponse(
+        ctx.store.iter_range(sha256, start, stop),
+        status_code=206,
+        media_type="application/octet-stream",
+        headers=headers
+        | {"Content-Length": str(stop - start), "Content-Range": f"bytes {start}-{stop - 1}/{size}"},
+    )
+
+

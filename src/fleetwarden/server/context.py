@@ -1,0 +1,58 @@
+"""Everything a request or a background job needs, built once by ``create_app``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from fleetwarden.server.blobs import ArtifactStore
+from fleetwarden.server.db import Database
+from fleetwarden.server.metrics import Metrics
+from fleetwarden.server.pki import DeviceCA
+from fleetwarden.server.settings import Settings
+
+__all__ = ["Clock", "Presence", "ServerContext", "system_clock"]
+
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+class Presence:
+    """"Last seen" times collected from polls, written in batches by a background job.
+
+    An unchanged poll must not write to the database (DESIGN §4); instead each replica keeps
+    the times here and ``jobs.flush_presence`` writes them with one statement per interval.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, datetime] = {}
+        self._lock = threading.Lock()
+
+    def saw(self, device_id: str, at: datetime) -> None:
+        with self._lock:
+            self._seen[device_id] = at
+
+    def drain(self) -> dict[str, datetime]:
+        with self._lock:
+            seen, self._seen = self._seen, {}
+        return seen
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+@dataclass
+class ServerContext:
+    settings: Settings
+    db: Database
+    store: ArtifactStore
+    ca: DeviceCA
+    secret: bytes
+    metrics: Metrics
+    clock: Clock = system_clock
+    presence: Presence = field(default_factory=Presence)

@@ -1,0 +1,244 @@
+"""What devices do after enrollment: poll, report status, report inventory, fetch artifacts.
+
+The poll is the hot path (DESIGN §4): one indexed read of the device row authenticates the
+session *and* yields the ETag; an unchanged poll ends there with 304 and writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, exists, select
+from sqlalchemy.orm import Session
+
+from fleetwarden.core import assignments as lifecycle
+from fleetwarden.core.device_session import verify_token
+from fleetwarden.core.inventory import fingerprint
+from fleetwarden.errors import AuthenticationError, IllegalTransition, NotFoundError
+from fleetwarden.protocol.device import (
+    Action,
+    ArtifactRef,
+    HealthCheck,
+    Inventory,
+    InventoryAck,
+    PollResponse,
+    StatusAck,
+    StatusReport,
+)
+from fleetwarden.server.context import ServerContext
+from fleetwarden.server.models import (
+    Artifact,
+    Assignment,
+    AssignmentEvent,
+    Device,
+    InventorySnapshot,
+    Release,
+    ReleaseArtifact,
+)
+from fleetwarden.server.services import audit
+
+__all__ = [
+    "DeviceSession",
+    "authenticate",
+    "authorize_artifact",
+    "poll",
+    "report_status",
+    "store_inventory",
+]
+
+_ACTIVE = [s.value for s in lifecycle.ACTIVE_STATES]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSession:
+    device_id: str
+    rev: int
+    latest_assignment_id: int | None
+    latest_assignment_state: str | None
+    inventory_fingerprint: str | None
+
+    @property
+    def actor(self) -> str:
+        return f"device:{self.device_id}"
+
+
+def authenticate(ctx: ServerContext, token: str | None, *, now: datetime) -> DeviceSession:
+    """Check the session token and, on the same row read, revocation (ADR 0001).
+
+    Raises:
+        AuthenticationError: missing/invalid/expired token, revoked device, replaced cert.
+    """
+    if not token:
+        raise AuthenticationError("device session token required")
+    claims = verify_token(ctx.secret, token, now=now)
+    with ctx.db.read() as s:
+        row = s.execute(
+            select(
+                Device.status, Device.cert_serial, Device.rev, Device.last_seen_at,
+                Device.latest_assignment_id, Device.latest_assignment_state,
+                Device.inventory_fingerprint,
+            ).where(Device.id == claims.device_id)
+        ).one_or_none()
+    if row is None or row.status != "active":
+        raise AuthenticationError("device is unknown or revoked")
+    if row.cert_serial != claims.cert_serial:
+        raise AuthenticationError("session belongs to a certificate that was replaced or revoked")
+    flush_every = timedelta(seconds=ctx.settings.presence_flush_seconds)
+    if row.last_seen_at is None or now - row.last_seen_at >= flush_every:
+        ctx.presence.saw(claims.device_id, now)
+    return DeviceSession(
+        claims.device_id, row.rev, row.latest_assignment_id, row.latest_assignment_state,
+        row.inventory_fingerprint,
+    )
+
+
+def etag_for(ctx: ServerContext, device: DeviceSession) -> str:
+    return f'"{device.rev}.{ctx.settings.poll_interval_seconds}"'
+
+
+def poll(ctx: ServerContext, device: DeviceSession) -> PollResponse:
+    """The full poll answer (the caller already decided it is not a 304)."""
+    action = None
+    if device.latest_assignment_state in _ACTIVE and device.latest_assignment_id is not None:
+        with ctx.db.read() as s:
+            action = _action(s, device.latest_assignment_id)
+    return PollResponse(
+        device_id=device.device_id,
+        poll_interval_seconds=ctx.settings.poll_interval_seconds,
+        action=action,
+        inventory_fingerprint=device.inventory_fingerprint,
+    )
+
+
+def _action(s: Session, assignment_id: int) -> Action | None:
+    a = s.get(Assignment, assignment_id)
+    if a is None or a.state not in _ACTIVE:
+        return None
+    release = s.get(Release, a.release_id)
+    assert release is not None  # foreign key
+    arts = s.scalars(
+        select(Artifact)
+        .join(ReleaseArtifact, ReleaseArtifact.artifact_id == Artifact.id)
+        .where(ReleaseArtifact.release_id == release.id)
+        .order_by(ReleaseArtifact.position)
+    ).all()
+    return Action(
+        assignment_id=a.id,
+        state=lifecycle.AssignmentState(a.state),
+        release_name=release.name,
+        release_version=release.version,
+        artifacts=[
+            ArtifactRef(
+                id=art.id, name=art.name, version=art.version, type=art.type, sha256=art.sha256,
+                size=art.size, url=f"/device/v1/artifacts/{art.sha256}", meta=art.meta,
+            )
+            for art in arts
+        ],
+        health_checks=[HealthCheck.model_validate(h) for h in release.health_checks],
+    )
+
+
+def report_status(
+    ctx: ServerContext, device: DeviceSession, assignment_id: int, report: StatusReport
+) -> StatusAck:
+    """Apply a device's status report to its assignment.
+
+    Raises:
+        NotFoundError: no such assignment for this device.
+        IllegalTransition: the report is not allowed now (e.g. the assignment was cancelled).
+    """
+    now = ctx.clock()
+    with ctx.db.write() as s:
+        a = s.get(Assignment, assignment_id, with_for_update=True)
+        if a is None or a.device_id != device.device_id:
+            raise NotFoundError(f"no assignment {assignment_id} for this device")
+        try:
+            t = lifecycle.advance(lifecycle.AssignmentState(a.state), report.state)
+        except IllegalTransition:
+            if a.state == lifecycle.AssignmentState.CANCELLED:
+                raise IllegalTransition(f"assignment {assignment_id} was cancelled") from None
+            raise
+        if not t.changed:
+            if t.after is report.state and (report.progress, report.detail) != (a.progress, a.detail):
+                a.progress, a.detail, a.updated_at = report.progress, report.detail, now
+            return StatusAck(state=t.after, changed=False)
+        before = {"state": a.state}
+        a.state, a.detail, a.progress, a.updated_at = t.after.value, report.detail, report.progress, now
+        if t.finished:
+            a.finished_at = now
+        s.add(AssignmentEvent(assignment_id=a.id, at=now, state=t.after.value, detail=report.detail))
+        dev = s.get(Device, device.device_id, with_for_update=True)
+        assert dev is not None  # foreign key
+        dev.rev += 1
+        if dev.latest_assignment_id == a.id:
+            dev.latest_assignment_state = t.after.value
+        if t.after is lifecycle.AssignmentState.SUCCEEDED:
+            release = s.get(Release, a.release_id)
+            assert release is not None  # foreign key
+            dev.installed_release = f"{release.name}@{release.version}"
+        audit.record(
+            s, at=now, actor=device.actor, action=f"assignment.{t.after.value}",
+            target_type="assignment", target_id=a.id, before=before,
+            after={"state": t.after.value, "detail": report.detail},
+        )
+        return StatusAck(state=t.after, changed=True)
+
+
+def store_inventory(ctx: ServerContext, device: DeviceSession, inventory: Inventory) -> InventoryAck:
+    document = inventory.model_dump(mode="json")
+    fp = fingerprint(document)
+    if fp == device.inventory_fingerprint:
+        return InventoryAck(fingerprint=fp, changed=False)
+    now = ctx.clock()
+    facts = {
+        "name": inventory.hostname, "site": inventory.site, "zone": inventory.zone,
+        "hardware_model": inventory.hardware_model, "os_name": inventory.os_name,
+        "os_version": inventory.os_version, "kernel": inventory.kernel, "arch": inventory.arch,
+        "agent_version": inventory.agent_version,
+    }
+    with ctx.db.write() as s:
+        row = s.get(Device, device.device_id, with_for_update=True)
+        if row is None:
+            raise NotFoundError("device vanished")
+        if row.inventory_fingerprint == fp:
+            return InventoryAck(fingerprint=fp, changed=False)
+        before = {k: getattr(row, k) for k in facts} | {"reported_labels": row.reported_labels}
+        s.add(InventorySnapshot(device_id=row.id, collected_at=now, fingerprint=fp, document=document))
+        for k, v in facts.items():
+            setattr(row, k, v)
+        if inventory.installed_release:
+            row.installed_release = inventory.installed_release
+        row.reported_labels = dict(inventory.labels)
+        row.inventory_fingerprint = fp
+        row.rev = row.rev + 1
+        after = facts | {"reported_labels": row.reported_labels, "fingerprint": fp}
+        audit.record(
+            s, at=now, actor=device.actor, action="device.inventory", target_type="device",
+            target_id=row.id, before=before, after=after,
+        )
+    return InventoryAck(fingerprint=fp, changed=True)
+
+
+def authorize_artifact(ctx: ServerContext, device: DeviceSession, sha256: str) -> None:
+    """A device may fetch only artifacts of its unfinished assignments.
+
+    Raises:
+        NotFoundError: not assigned to this device (404, so nothing leaks about other blobs).
+    """
+    with ctx.db.read() as s:
+        allowed = s.scalar(
+            select(
+                exists().where(
+                    and_(
+                        Assignment.device_id == device.device_id,
+                        Assignment.state.in_(_ACTIVE),
+                        ReleaseArtifact.release_id == Assignment.release_id,
+                        Artifact.id == ReleaseArtifact.artifact_id,
+                        Artifact.sha256 == sha256,
+                    )
+                )
+            )
+        )
+    if not allowed:
+        raise NotFoundError("no such artifact for this device")

@@ -1,0 +1,144 @@
+"""Dashboard pages. They call the same services as the REST API, with the operator's token
+kept in an HttpOnly, SameSite=Strict cookie after login."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+import fleetwarden
+from fleetwarden.core.fleet import DeviceState
+from fleetwarden.errors import AuthenticationError, NotFoundError, SelectorError
+from fleetwarden.server.api.deps import context
+from fleetwarden.server.context import ServerContext
+from fleetwarden.server.services import devices, tokens
+from fleetwarden.server.services.tokens import Principal
+
+__all__ = ["mount_static", "router"]
+
+_HERE = Path(__file__).parent
+COOKIE = "fw_token"
+templates = Jinja2Templates(directory=_HERE / "templates")
+templates.env.globals["version"] = fleetwarden.__version__
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+Ctx = Annotated[ServerContext, Depends(context)]
+
+
+class _LoginRequired(Exception):  # noqa: N818 - a control-flow signal, not an error
+    pass
+
+
+def mount_static(app: FastAPI) -> None:
+    app.mount("/ui/static", StaticFiles(directory=_HERE / "static"), name="ui-static")
+
+    @app.exception_handler(_LoginRequired)
+    async def _to_login(request: Request, _exc: _LoginRequired) -> Response:
+        target = quote(request.url.path)
+        if request.headers.get("hx-request"):
+            return Response(status_code=401, headers={"HX-Redirect": f"/ui/login?next={target}"})
+        return RedirectResponse(f"/ui/login?next={target}", status_code=303)
+
+
+def viewer(request: Request) -> Principal:
+    token = request.cookies.get(COOKIE)
+    if not token:
+        raise _LoginRequired
+    ctx = context(request)
+    try:
+        with ctx.db.read() as s:
+            return tokens.authenticate(s, token, now=ctx.clock())
+    except AuthenticationError:
+        raise _LoginRequired from None
+
+
+Who = Annotated[Principal, Depends(viewer)]
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, next: str = "/ui/") -> Response:  # noqa: A002
+    return templates.TemplateResponse(request, "login.html", {"next": next, "error": None})
+
+
+@router.post("/login")
+def login(
+    request: Request, ctx: Ctx, token: Annotated[str, Form()], next: Annotated[str, Form()] = "/ui/"  # noqa: A002
+) -> Response:
+    try:
+        with ctx.db.read() as s:
+            tokens.authenticate(s, token.strip(), now=ctx.clock())
+    except AuthenticationError as e:
+        return templates.TemplateResponse(
+            request, "login.html", {"next": next, "error": str(e)}, status_code=401
+        )
+    target = next if next.startswith("/ui/") else "/ui/"  # never redirect off-site
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        COOKIE, token.strip(), httponly=True, samesite="strict",
+        secure=request.url.scheme == "https", path="/ui", max_age=12 * 3600,
+    )
+    return response
+
+
+@router.post("/logout")
+def logout() -> Response:
+    response = RedirectResponse("/ui/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/ui")
+    return response
+
+
+@router.get("/", response_class=HTMLResponse)
+def overview(request: Request, ctx: Ctx, who: Who) -> Response:
+    return templates.TemplateResponse(
+        request, "overview.html", {"who": who, "summary": devices.summary(ctx), "page": "overview"}
+    )
+
+
+@router.get("/fragments/summary", response_class=HTMLResponse)
+def summary_fragment(request: Request, ctx: Ctx, who: Who) -> Response:
+    return templates.TemplateResponse(request, "_summary.html", {"summary": devices.summary(ctx)})
+
+
+@router.get("/devices", response_class=HTMLResponse)
+def device_list(
+    request: Request,
+    ctx: Ctx,
+    who: Who,
+    q: Annotated[str, Query(max_length=253)] = "",
+    selector: Annotated[str, Query(max_length=4096)] = "",
+    state: str = "",
+) -> Response:
+    error = None
+    try:
+        page = devices.list_devices(
+            ctx, search=q or None, selector=selector or None,
+            state=DeviceState(state) if state in DeviceState.__members__.values() else None,
+            limit=500,
+        )
+    except SelectorError as e:
+        page, error = None, str(e)
+    context_ = {
+        "who": who, "page_data": page, "q": q, "selector": selector, "state": state,
+        "states": [s.value for s in DeviceState], "error": error, "page": "devices",
+    }
+    name = "_device_rows.html" if request.headers.get("hx-request") else "devices.html"
+    return templates.TemplateResponse(request, name, context_)
+
+
+@router.get("/devices/{device_id}", response_class=HTMLResponse)
+def device_detail(request: Request, device_id: str, ctx: Ctx, who: Who) -> Response:
+    try:
+        detail = devices.get_device(ctx, device_id)
+    except NotFoundError:
+        return templates.TemplateResponse(
+            request, "not_found.html", {"who": who, "what": f"device {device_id}"}, status_code=404
+        )
+    return templates.TemplateResponse(
+        request, "device.html", {"who": who, "d": detail, "page": "devices"}
+    )
