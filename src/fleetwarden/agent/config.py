@@ -1,0 +1,68 @@
+"""Agent configuration: a TOML file, ``FLEETWARDEN_AGENT_*`` environment, and CLI flags."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fleetwarden.errors import ConfigError
+from fleetwarden.protocol.device import HealthCheck
+
+__all__ = ["AgentConfig"]
+
+
+class AgentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    server: str = Field(description="Base URL of the control plane, e.g. https://fleet.example:8443")
+    data_dir: Path = Path("/var/lib/fleetwarden-agent")
+    #: Needed only for the first start; afterwards the device certificate is the identity.
+    enroll_token: str | None = None
+    #: CA bundle that signs the server's TLS certificate (default: the system store).
+    server_ca_file: Path | None = None
+
+    hostname: str | None = None
+    site: str = ""
+    zone: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    hardware_model: str | None = None
+
+    #: Override the server's poll interval (seconds); mainly for labs and tests.
+    poll_interval: float | None = Field(None, gt=0)
+    jitter: float = Field(0.1, ge=0, le=0.5)
+    #: How often to re-collect inventory (it is only sent when it changed).
+    inventory_interval: float = Field(3600, gt=0)
+
+    #: Root of the filesystem that `file` artifacts and dpkg act on ("/" on a real device).
+    root: Path = Path("/")
+    #: Health checks run after every install, in addition to the release's own.
+    health_checks: list[HealthCheck] = Field(default_factory=list)
+    #: Command that reboots the device when an installer needs it.
+    reboot_command: list[str] = Field(default_factory=lambda: ["systemctl", "reboot"])
+    collect_packages: bool = True
+    collect_firmware: bool = True
+
+    #: Diagnostics for crash-safety tests: after journalling this step, stop and wait to be
+    #: killed. Never set it on a real device.
+    hold_at_step: str | None = None
+
+    @classmethod
+    def load(cls, file: Path | None = None, **overrides: Any) -> AgentConfig:
+        """Raises ``ConfigError`` naming the bad file or value."""
+        data: dict[str, Any] = {}
+        if file is not None:
+            try:
+                data = tomllib.loads(file.read_text())
+            except (OSError, tomllib.TOMLDecodeError) as e:
+                raise ConfigError(f"cannot read agent configuration {file}: {e}") from e
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+            )
+            raise ConfigError(f"invalid agent configuration: {problems}") from e

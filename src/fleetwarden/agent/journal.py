@@ -1,0 +1,80 @@
+"""The agent's state journal: what it is doing, written atomically before and after every step.
+
+A job is one assignment in progress; there is at most one. With a ``FileStore`` every save is
+a temp file + fsync + rename, so a power cut leaves either the previous or the new record.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from fleetwarden.agent.store import Store
+from fleetwarden.protocol.device import Action
+
+__all__ = ["Job", "Journal", "Step"]
+
+
+class Step(enum.StrEnum):
+    """Where a job is. Each value is journalled *before* the work it names starts."""
+
+    RECEIVED = "received"
+    DOWNLOADING = "downloading"
+    DOWNLOADED = "downloaded"
+    VERIFIED = "verified"
+    PREPARED = "prepared"        # rollback snapshot taken; "installing" is reported here
+    INSTALLING = "installing"    # installers running; a restart here means: roll back
+    INSTALLED = "installed"
+    REBOOTING = "rebooting"
+    VERIFYING = "verifying"      # health checks
+    COMMITTING = "committing"
+    COMMITTED = "committed"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+
+
+@dataclass
+class Job:
+    action: dict[str, Any]
+    step: Step = Step.RECEIVED
+    #: Last state the server acknowledged for this assignment.
+    reported: str = "pending"
+    detail: str = ""
+    needs_reboot: bool = False
+    download_attempts: int = 0
+    reboot_requested: bool = False
+    #: Installer rollback snapshots, by artifact type.
+    snapshots: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def assignment(self) -> Action:
+        return Action.model_validate(self.action)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Job:
+        raw = json.loads(data)
+        raw["step"] = Step(raw["step"])
+        return cls(**raw)
+
+
+class Journal:
+    """The one job in progress, kept in the agent's store under ``journal.json``."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def load(self) -> Job | None:
+        data = self.store.read("journal.json")
+        return None if data is None else Job.from_json(data)
+
+    def save(self, job: Job) -> None:
+        self.store.write("journal.json", job.to_json())
+
+    def clear(self) -> None:
+        self.store.delete("journal.json")

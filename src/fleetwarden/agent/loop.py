@@ -1,0 +1,423 @@
+"""The agent: one synchronous loop that enrolls, polls, and carries out one assignment at a time.
+
+Crash safety (the reason this file is shaped as it is):
+  1. Every step is journalled *before* its work starts; a restart resumes at the journalled
+     step. Steps other than INSTALLING are idempotent, so resuming simply repeats them.
+  2. A restart that finds INSTALLING means installers may have stopped half-way: the agent
+     rolls back (installers promise rollback is safe at any point) and reports rolled_back.
+  3. The state reported for a step is sent before that step's work and is recorded in the
+     journal once the server acknowledged it, so a report is re-sent after a crash, never
+     skipped; the server treats repeats as no-ops.
+  4. "installing" is acknowledged by the server before anything changes on the device: the
+     server's answer is the last chance to learn of a cancellation (409 → abandon the job).
+  5. A job ends (journal cleared) only after its final state was acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fleetwarden import errors
+from fleetwarden.agent.client import DeviceClient, sha256_file
+from fleetwarden.agent.config import AgentConfig
+from fleetwarden.agent.health import HealthChecker
+from fleetwarden.agent.identity import Identity, IdentityStore, make_csr
+from fleetwarden.agent.installers import InstallContext, Installer, Payload
+from fleetwarden.agent.journal import Job, Journal, Step
+from fleetwarden.agent.store import Store
+from fleetwarden.core.assignments import AssignmentState
+from fleetwarden.core.inventory import fingerprint
+from fleetwarden.protocol.device import EnrollRequest, Inventory, StatusReport
+
+__all__ = ["Agent", "InventorySource", "run_forever"]
+
+T = TypeVar("T")
+
+log = logging.getLogger("fleetwarden.agent")
+
+InventorySource = Callable[[str], Inventory]  # installed release → inventory
+
+#: The state reported to the server *before* the work of each step (rule 3).
+_REPORT_BEFORE: dict[Step, AssignmentState] = {
+    Step.DOWNLOADING: AssignmentState.DOWNLOADING,
+    Step.PREPARED: AssignmentState.INSTALLING,
+    Step.REBOOTING: AssignmentState.REBOOTING,
+    Step.VERIFYING: AssignmentState.VERIFYING,
+    Step.COMMITTED: AssignmentState.SUCCEEDED,
+    Step.ROLLED_BACK: AssignmentState.ROLLED_BACK,
+    Step.FAILED: AssignmentState.FAILED,
+}
+_FINAL = frozenset({Step.COMMITTED, Step.ROLLED_BACK, Step.FAILED})
+#: Steps before which nothing on the device has changed: a cancellation can still abandon.
+_ABANDONABLE = frozenset({Step.RECEIVED, Step.DOWNLOADING, Step.DOWNLOADED, Step.VERIFIED, Step.PREPARED})
+_MAX_DOWNLOAD_ATTEMPTS = 3
+_RELOGIN_MARGIN = timedelta(minutes=2)
+_REFUSED_RETRY = 900.0
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        client: DeviceClient,
+        store: Store,
+        installers: Mapping[str, Installer],
+        inventory: InventorySource,
+        health: HealthChecker,
+        rng: random.Random | None = None,
+        reboot: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.store = store
+        self.identity_store = IdentityStore(store)
+        self.journal = Journal(store)
+        self.installers = installers
+        self.collect_inventory = inventory
+        self.health = health
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self.reboot = reboot or self._reboot_command
+        self.identity: Identity | None = None
+        self.etag: str | None = None
+        self.poll_interval = config.poll_interval or 300.0
+        self.server_fingerprint: str | None = None
+        self.next_inventory = 0.0
+        self.failures = 0
+        self._resumed = False
+
+    def __repr__(self) -> str:
+        who = self.identity.device_id if self.identity else "not enrolled"
+        return f"<Agent {who} via {self.client!r}>"
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run_once(self) -> float:
+        """Do one bounded piece of work; return the seconds to wait before the next call."""
+        try:
+            delay = self._work()
+        except errors.TransportError as e:
+            self.failures += 1
+            delay = min(300.0, 2.0 ** min(self.failures, 9)) * (0.5 + self.rng.random())
+            log.warning("server unreachable (%s); retrying in %.0fs", e, delay)
+            return delay
+        except errors.AuthError as e:
+            self.client.token = None
+            log.error("the server refused this device (%s); retrying in %.0fs", e, _REFUSED_RETRY)
+            return _REFUSED_RETRY
+        self.failures = 0
+        return delay
+
+    def _work(self) -> float:
+        self._ensure_session()
+        job = self.journal.load()
+        if job is not None:
+            if not self._resumed:
+                job = self._resume(job)
+            self._resumed = True
+            self._advance(job)
+            return 0.0
+        self._resumed = True
+        result = self._call(lambda: self.client.poll(self.etag))
+        if result.response is not None:
+            self.etag = result.etag
+            self.server_fingerprint = result.response.inventory_fingerprint
+            if self.config.poll_interval is None:
+                self.poll_interval = float(result.response.poll_interval_seconds)
+            action = result.response.action
+            if action is not None:
+                log.info("received assignment %d: %s@%s", action.assignment_id,
+                         action.release_name, action.release_version)
+                job = Job(action=action.model_dump(mode="json"))
+                if action.state is not AssignmentState.PENDING:
+                    # Only after a lost journal: start over, the server ignores stale reports.
+                    job.reported = action.state.value
+                self._save(job)
+                return 0.0
+        self._maybe_send_inventory()
+        jitter = 1 + self.config.jitter * (2 * self.rng.random() - 1)
+        return self.poll_interval * jitter
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Call the server; on an expired session, open a new one and retry once."""
+        try:
+            return fn()
+        except errors.AuthenticationError:
+            self.client.token = None
+            self._ensure_session()
+            return fn()
+
+    # -- identity ----------------------------------------------------------------------------
+    def _ensure_session(self) -> None:
+        if self.identity is None:
+            self.identity = self.identity_store.load() or self._enroll()
+        expires = self.client.token_expires
+        if self.client.token and expires and expires - datetime.now(UTC) > _RELOGIN_MARGIN:
+            return
+        self.client.open_session(
+            self.identity.device_id, self.identity.certificate_pem, self.identity.sign_challenge
+        )
+
+    def _enroll(self) -> Identity:
+        token = self.config.enroll_token
+        if not token:
+            raise errors.ConfigError("this device is not enrolled and no enrollment token is configured")
+        key = self.identity_store.pending_key()
+        hostname = self.collect_inventory(self._installed_release()).hostname
+        answer = self.client.enroll(
+            EnrollRequest(enrollment_token=token, csr=make_csr(key, hostname), hostname=hostname)
+        )
+        identity = Identity(answer.device_id, key, answer.certificate, answer.ca_certificates[0])
+        self.identity_store.save(identity)
+        log.info("enrolled as %s", answer.device_id)
+        return identity
+
+    # -- inventory ---------------------------------------------------------------------------
+    def _installed_release(self) -> str:
+        data = self.store.read("state.json")
+        return json.loads(data).get("installed_release", "") if data else ""
+
+    def _maybe_send_inventory(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self.next_inventory:
+            return
+        inventory = self.collect_inventory(self._installed_release())
+        self.next_inventory = now + self.config.inventory_interval
+        if fingerprint(inventory.model_dump(mode="json")) == self.server_fingerprint:
+            return
+        ack = self._call(lambda: self.client.put_inventory(inventory))
+        self.server_fingerprint = ack.fingerprint
+
+    # -- the job state machine ----------------------------------------------------------------
+    def _save(self, job: Job) -> None:
+        self.journal.save(job)
+        if self.config.hold_at_step == job.step.value:
+            print(f"fleetwarden-agent: holding at step {job.step.value}", file=sys.stderr, flush=True)
+            threading.Event().wait()  # until killed: crash-safety tests kill -9 us here
+
+    def _goto(self, job: Job, step: Step, detail: str | None = None) -> None:
+        job.step = step
+        if detail is not None:
+            job.detail = detail
+        self._save(job)
+
+    def _resume(self, job: Job) -> Job:
+        """First look at a journal after start (rule 2)."""
+        if job.step is Step.INSTALLING:
+            log.warning("restarted during installation of assignment %d: rolling back",
+                        job.assignment.assignment_id)
+            self._goto(job, Step.ROLLING_BACK, "agent restarted while installing; rolled back")
+        elif job.step is Step.REBOOTING and job.reboot_requested:
+            self._goto(job, Step.VERIFYING)
+        return job
+
+    def _advance(self, job: Job) -> None:
+        want = _REPORT_BEFORE.get(job.step)
+        if want is not None and job.reported != want.value:
+            if not self._report(job, want):
+                return
+        handler = getattr(self, f"_do_{job.step.value}")
+        handler(job)
+
+    def _report(self, job: Job, state: AssignmentState) -> bool:
+        """Send the step's report; False if the job was abandoned because of a 409."""
+        action = job.assignment
+        try:
+            self._call(
+                lambda: self.client.report(
+                    action.assignment_id, StatusReport(state=state, detail=job.detail[:4096])
+                )
+            )
+        except (errors.IllegalTransition, errors.NotFoundError) as e:
+            if job.step in _ABANDONABLE:
+                log.warning("assignment %d withdrawn by the server (%s): abandoning",
+                            action.assignment_id, e)
+                self._finish(job)
+                return False
+            if job.step in _FINAL:
+                # The server already closed it (e.g. timed it out); our outcome stands locally.
+                log.warning("server refused final report for %d: %s", action.assignment_id, e)
+            else:
+                log.warning("server refused %s for %d (%s); carrying on", state.value,
+                            action.assignment_id, e)
+        job.reported = state.value
+        self._save(job)
+        return True
+
+    def _paths(self, job: Job) -> tuple[Path, Path]:
+        base = self.config.data_dir
+        return base / "downloads", base / "work" / str(job.assignment.assignment_id)
+
+    def _parts(self, job: Job) -> list[tuple[str, Installer, InstallContext]]:
+        """The release's artifacts grouped by type, each group with its installer, in order."""
+        action = job.assignment
+        downloads, workdir = self._paths(job)
+        groups: dict[str, list[Payload]] = {}
+        for ref in action.artifacts:
+            groups.setdefault(ref.type, []).append(Payload(ref, downloads / ref.sha256))
+        parts = []
+        for kind, payloads in groups.items():
+            installer = self.installers.get(kind) or self.installers.get("*")
+            if installer is None:
+                raise errors.InstallError(f"this agent has no installer for {kind!r} artifacts")
+            parts.append((kind, installer, InstallContext(
+                assignment_id=action.assignment_id,
+                release=f"{action.release_name}@{action.release_version}",
+                payloads=payloads, workdir=workdir,
+                state_dir=self.config.data_dir / "installers" / kind, root=self.config.root,
+            )))
+        return parts
+
+    def _do_received(self, job: Job) -> None:
+        self._goto(job, Step.DOWNLOADING)
+
+    def _do_downloading(self, job: Job) -> None:
+        downloads, _ = self._paths(job)
+        downloads.mkdir(parents=True, exist_ok=True)
+        for ref in job.assignment.artifacts:
+            dest = downloads / ref.sha256
+            if dest.exists():
+                continue
+            try:
+                self._call(lambda ref=ref, dest=dest: self.client.download(ref.url, dest, size=ref.size))
+            except errors.IntegrityError as e:
+                self._download_failed(job, str(e))
+                return
+        self._goto(job, Step.DOWNLOADED)
+
+    def _download_failed(self, job: Job, reason: str) -> None:
+        job.download_attempts += 1
+        if job.download_attempts >= _MAX_DOWNLOAD_ATTEMPTS:
+            self._goto(job, Step.FAILED, f"download failed {job.download_attempts} times: {reason}")
+        else:
+            self._goto(job, Step.DOWNLOADING, reason)
+
+    def _do_downloaded(self, job: Job) -> None:
+        downloads, _ = self._paths(job)
+        for ref in job.assignment.artifacts:
+            path = downloads / ref.sha256
+            actual = sha256_file(path) if path.exists() else "missing"
+            if actual != ref.sha256:
+                path.unlink(missing_ok=True)
+                self._download_failed(job, f"{ref.name}: sha256 {actual} does not match {ref.sha256}")
+                return
+        self._goto(job, Step.VERIFIED, "")
+
+    def _do_verified(self, job: Job) -> None:
+        try:
+            parts = self._parts(job)
+            for _, installer, ctx in parts:
+                ctx.workdir.mkdir(parents=True, exist_ok=True)
+                installer.preflight(ctx)
+            job.snapshots = {kind: dict(installer.prepare(ctx)) for kind, installer, ctx in parts}
+        except errors.InstallError as e:
+            self._goto(job, Step.FAILED, f"pre-flight: {e}")
+            return
+        self._goto(job, Step.PREPARED)
+
+    def _do_prepared(self, job: Job) -> None:
+        self._goto(job, Step.INSTALLING)
+        try:
+            for kind, installer, ctx in self._parts(job):
+                result = installer.install(ctx, job.snapshots[kind])
+                job.needs_reboot = job.needs_reboot or result.needs_reboot
+        except errors.InstallError as e:
+            self._goto(job, Step.ROLLING_BACK, f"install: {e}")
+            return
+        self._goto(job, Step.INSTALLED)
+
+    def _do_installing(self, job: Job) -> None:  # only reached through _resume's rule 2
+        self._goto(job, Step.ROLLING_BACK)
+
+    def _do_installed(self, job: Job) -> None:
+        self._goto(job, Step.REBOOTING if job.needs_reboot else Step.VERIFYING)
+
+    def _do_rebooting(self, job: Job) -> None:
+        if job.reboot_requested:
+            self._goto(job, Step.VERIFYING)
+            return
+        job.reboot_requested = True
+        self._save(job)
+        try:
+            self.reboot()
+        except errors.InstallError as e:
+            self._goto(job, Step.ROLLING_BACK, f"reboot: {e}")
+
+    def _reboot_command(self) -> None:
+        from fleetwarden.agent.installers.base import run_command
+
+        run_command(self.config.reboot_command, what="reboot")
+        threading.Event().wait(600)  # the system is going down
+
+    def _do_verifying(self, job: Job) -> None:
+        action = job.assignment
+        env = {
+            "FLEETWARDEN_ROOT": str(self.config.root),
+            "FLEETWARDEN_RELEASE": f"{action.release_name}@{action.release_version}",
+            "FLEETWARDEN_ASSIGNMENT_ID": str(action.assignment_id),
+        }
+        try:
+            self.health.check([*self.config.health_checks, *action.health_checks], env)
+        except errors.HealthCheckFailed as e:
+            self._goto(job, Step.ROLLING_BACK, str(e))
+            return
+        self._goto(job, Step.COMMITTING)
+
+    def _do_committing(self, job: Job) -> None:
+        try:
+            for kind, installer, ctx in self._parts(job):
+                installer.commit(ctx, job.snapshots[kind])
+        except errors.InstallError as e:
+            self._goto(job, Step.ROLLING_BACK, f"commit: {e}")
+            return
+        action = job.assignment
+        self.store.write(
+            "state.json",
+            json.dumps({"installed_release": f"{action.release_name}@{action.release_version}"}).encode(),
+        )
+        self._goto(job, Step.COMMITTED, "installed and healthy")
+
+    def _do_rolling_back(self, job: Job) -> None:
+        try:
+            for kind, installer, ctx in reversed(self._parts(job)):
+                snapshot: Any = job.snapshots.get(kind)
+                if snapshot is not None:
+                    installer.rollback(ctx, snapshot)
+        except errors.InstallError as e:
+            self._goto(job, Step.FAILED, f"{job.detail}; rollback failed: {e}")
+            return
+        self._goto(job, Step.ROLLED_BACK)
+
+    def _do_committed(self, job: Job) -> None:
+        self._finish(job)
+
+    _do_rolled_back = _do_committed
+    _do_failed = _do_committed
+
+    def _finish(self, job: Job) -> None:
+        downloads, workdir = self._paths(job)
+        log.info("assignment %d ended: %s %s", job.assignment.assignment_id, job.step.value, job.detail)
+        self.journal.clear()
+        shutil.rmtree(workdir, ignore_errors=True)
+        for ref in job.assignment.artifacts:
+            (downloads / ref.sha256).unlink(missing_ok=True)
+            (downloads / f"{ref.sha256}.part").unlink(missing_ok=True)
+        self.next_inventory = 0.0  # report the new state of the device soon
+        self.etag = None
+
+
+def run_forever(agent: Agent, stop: threading.Event) -> None:
+    """Call ``run_once`` until ``stop`` is set; a configuration error ends the loop."""
+    while not stop.is_set():
+        delay = agent.run_once()
+        if delay > 0:
+            stop.wait(delay)

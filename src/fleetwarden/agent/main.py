@@ -1,0 +1,54 @@
+"""Build a real agent from its configuration and run it (``fleetwarden agent``)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import httpx
+
+import fleetwarden
+from fleetwarden.agent.client import DeviceClient
+from fleetwarden.agent.config import AgentConfig
+from fleetwarden.agent.health import CommandHealthChecker
+from fleetwarden.agent.installers import default_installers
+from fleetwarden.agent.inventory import SystemInventory
+from fleetwarden.agent.loop import Agent, run_forever
+from fleetwarden.agent.store import FileStore
+
+__all__ = ["build_agent", "run"]
+
+
+def build_agent(config: AgentConfig, http: httpx.Client | None = None) -> Agent:
+    if http is None:
+        verify: str | bool = str(config.server_ca_file) if config.server_ca_file else True
+        http = httpx.Client(
+            base_url=config.server,
+            verify=verify,
+            timeout=httpx.Timeout(30.0, connect=10.0),
+            headers={"User-Agent": f"fleetwarden-agent/{fleetwarden.__version__}"},
+        )
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def inventory(installed_release: str):  # type: ignore[no-untyped-def]
+        return SystemInventory(config, installed_release=installed_release).collect()
+
+    return Agent(
+        config,
+        client=DeviceClient(http),
+        store=FileStore(config.data_dir / "state"),
+        installers=default_installers(),
+        inventory=inventory,
+        health=CommandHealthChecker(),
+    )
+
+
+def run(config: AgentConfig) -> None:
+    """Run until SIGTERM/SIGINT; finishes the step in progress before stopping."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    agent = build_agent(config)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    run_forever(agent, stop)
