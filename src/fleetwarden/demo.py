@@ -44,8 +44,10 @@ def _admin_token(ctx: ServerContext) -> str:
     with ctx.db.write() as s:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         created = tokens.create_token(
-            s, TokenCreate(name=f"demo-admin-{stamp}", role=Role.ADMIN, expires_in_days=7),
-            actor="system", now=ctx.clock(),
+            s,
+            TokenCreate(name=f"demo-admin-{stamp}", role=Role.ADMIN, expires_in_days=7),
+            actor="system",
+            now=ctx.clock(),
         )
     return created.token
 
@@ -63,26 +65,45 @@ def _sample_deployment(api: httpx.Client, devices: int, stop: threading.Event) -
         content = b"# demo-app configuration\nlisten = 0.0.0.0:9000\n"
         art = api.post(
             "/api/v1/artifacts",
-            params={"name": "demo-app-conf", "version": "1.0", "type": "file", "meta": ["path=/etc/demo-app.conf"]},
+            params={
+                "name": "demo-app-conf",
+                "version": "1.0",
+                "type": "file",
+                "meta": ["path=/etc/demo-app.conf"],
+            },
             content=content,
         )
         if art.status_code == 409:
-            art_id = next(a["id"] for a in api.get("/api/v1/artifacts").json() if a["name"] == "demo-app-conf")
+            art_id = next(
+                a["id"] for a in api.get("/api/v1/artifacts").json() if a["name"] == "demo-app-conf"
+            )
         else:
             art_id = art.json()["id"]
         release = api.post(
             "/api/v1/releases",
-            json={"name": "demo-app", "version": "1.0", "artifacts": [art_id], "description": "demo"},
+            json={
+                "name": "demo-app",
+                "version": "1.0",
+                "artifacts": [art_id],
+                "description": "demo",
+            },
         ).json()
     for selector, pause in (("sim=true and canary=true", 20), ("sim=true and canary=false", 0)):
         if stop.is_set():
             return
-        answer = api.post("/api/v1/deployments", json={"release_id": release["id"], "selector": selector}).json()
-        print(f"  deployed demo-app@1.0 to {answer.get('assigned', 0)} device(s) matching '{selector}'", flush=True)
+        answer = api.post(
+            "/api/v1/deployments", json={"release_id": release["id"], "selector": selector}
+        ).json()
+        print(
+            f"  deployed demo-app@1.0 to {answer.get('assigned', 0)} device(s) matching '{selector}'",
+            flush=True,
+        )
         stop.wait(pause)
 
 
-def run_demo(*, port: int = 8080, devices: int = 50, data_dir: Path = Path("fleetwarden-data")) -> None:
+def run_demo(
+    *, port: int = 8080, devices: int = 50, data_dir: Path = Path("fleetwarden-data")
+) -> None:
     """Block until Ctrl-C, then stop the fleet and the server cleanly.
 
     Raises:
@@ -92,11 +113,20 @@ def run_demo(*, port: int = 8080, devices: int = 50, data_dir: Path = Path("flee
         raise ConfigError(f"port {port} is in use; try `fleetwarden demo --port {port + 1}`")
     configure_logging("warning", "text")
     settings = Settings.load(
-        None, data_dir=data_dir, host=HOST, port=port, poll_interval_seconds=10,
-        presence_flush_seconds=5, offline_after_seconds=60, log_format="text", log_level="warning",
+        None,
+        data_dir=data_dir,
+        host=HOST,
+        port=port,
+        poll_interval_seconds=10,
+        presence_flush_seconds=5,
+        offline_after_seconds=60,
+        log_format="text",
+        log_level="warning",
     )
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host=HOST, port=port, log_config=None, access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=HOST, port=port, log_config=None, access_log=False)
+    )
     server_thread = threading.Thread(target=server.run, name="server", daemon=True)
     server_thread.start()
     while not server.started:
@@ -107,13 +137,24 @@ def run_demo(*, port: int = 8080, devices: int = 50, data_dir: Path = Path("flee
     base = f"http://{HOST}:{port}"
     admin = _admin_token(app.state.ctx)
     api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin}"}, timeout=30)
-    enroll = api.post("/api/v1/enrollment-tokens", json={"uses": devices, "expires_in_hours": 1, "labels": {"demo": "true"}})
+    enroll = api.post(
+        "/api/v1/enrollment-tokens",
+        json={"uses": devices, "expires_in_hours": 1, "labels": {"demo": "true"}},
+    )
     enroll.raise_for_status()
     stop = threading.Event()
-    fleet = Fleet(SimConfig(
-        server=base, enroll_token=enroll.json()["token"], devices=devices, poll_interval=10,
-        failure_rate=0.05, offline_rate=0.01, install_duration=2.0, data_dir=data_dir / "sim",
-    ))
+    fleet = Fleet(
+        SimConfig(
+            server=base,
+            enroll_token=enroll.json()["token"],
+            devices=devices,
+            poll_interval=10,
+            failure_rate=0.05,
+            offline_rate=0.01,
+            install_duration=2.0,
+            data_dir=data_dir / "sim",
+        )
+    )
     fleet_thread = threading.Thread(target=fleet.run, args=(stop,), name="fleet", daemon=True)
     fleet_thread.start()
 

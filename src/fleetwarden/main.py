@@ -22,16 +22,25 @@ __all__ = ["main"]
 
 @app.command("server")
 def server_cmd(
-    config: Annotated[Path | None, typer.Option("--config", "-c", envvar="FLEETWARDEN_CONFIG", help="TOML settings file")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", envvar="FLEETWARDEN_CONFIG", help="TOML settings file"),
+    ] = None,
     host: Annotated[str | None, typer.Option(help="listen address")] = None,
     port: Annotated[int | None, typer.Option(help="listen port")] = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="SQLite, blobs and keys")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="SQLite, blobs and keys")
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="worker processes")] = None,
 ) -> None:
     """Run the control plane (SQLite under ./fleetwarden-data unless configured)."""
     from fleetwarden.server import Settings, serve
 
-    overrides = {k: v for k, v in {"host": host, "port": port, "data_dir": data_dir, "workers": workers}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {"host": host, "port": port, "data_dir": data_dir, "workers": workers}.items()
+        if v is not None
+    }
     try:
         serve(Settings.load(config, **overrides))
     except errors.FleetwardenError as e:
@@ -40,20 +49,41 @@ def server_cmd(
 
 @app.command("agent")
 def agent_cmd(
-    config: Annotated[Path | None, typer.Option("--config", "-c", envvar="FLEETWARDEN_AGENT_CONFIG", help="TOML agent configuration")] = None,
-    server: Annotated[str | None, typer.Option("--server", envvar="FLEETWARDEN_AGENT_SERVER", help="control plane URL")] = None,
-    enroll_token: Annotated[str | None, typer.Option("--enroll-token", envvar="FLEETWARDEN_AGENT_ENROLL_TOKEN")] = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", envvar="FLEETWARDEN_AGENT_DATA_DIR")] = None,
-    root: Annotated[Path | None, typer.Option("--root", help="filesystem root to install into (default /)")] = None,
-    poll_interval: Annotated[float | None, typer.Option("--poll-interval", help="seconds; default: the server's")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", envvar="FLEETWARDEN_AGENT_CONFIG", help="TOML agent configuration"
+        ),
+    ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option("--server", envvar="FLEETWARDEN_AGENT_SERVER", help="control plane URL"),
+    ] = None,
+    enroll_token: Annotated[
+        str | None, typer.Option("--enroll-token", envvar="FLEETWARDEN_AGENT_ENROLL_TOKEN")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", envvar="FLEETWARDEN_AGENT_DATA_DIR")
+    ] = None,
+    root: Annotated[
+        Path | None, typer.Option("--root", help="filesystem root to install into (default /)")
+    ] = None,
+    poll_interval: Annotated[
+        float | None, typer.Option("--poll-interval", help="seconds; default: the server's")
+    ] = None,
 ) -> None:
     """Run the device agent: enroll once, then poll and install what is assigned."""
     from fleetwarden.agent import AgentConfig, run
 
     try:
         cfg = AgentConfig.load(
-            config, server=server, enroll_token=enroll_token, data_dir=data_dir, root=root,
-            poll_interval=poll_interval, hold_at_step=_env("FLEETWARDEN_AGENT_HOLD_AT_STEP"),
+            config,
+            server=server,
+            enroll_token=enroll_token,
+            data_dir=data_dir,
+            root=root,
+            poll_interval=poll_interval,
+            hold_at_step=_env("FLEETWARDEN_AGENT_HOLD_AT_STEP"),
         )
         run(cfg)
     except errors.FleetwardenError as e:
@@ -69,23 +99,37 @@ def _env(name: str) -> str | None:
 @app.command("sim")
 def sim_cmd(
     server: Annotated[str, typer.Option("--server", envvar="FLEETWARDEN_SERVER")],
-    enroll_token: Annotated[str, typer.Option("--enroll-token", help="a token with at least N uses")],
+    enroll_token: Annotated[
+        str, typer.Option("--enroll-token", help="a token with at least N uses")
+    ],
     devices: Annotated[int, typer.Option("--devices", "-n")] = 50,
     poll_interval: float = 10.0,
     failure_rate: Annotated[float, typer.Option(help="share of installs that fail")] = 0.0,
-    health_failure_rate: Annotated[float, typer.Option(help="share of installs whose health check fails")] = 0.0,
-    offline_rate: Annotated[float, typer.Option(help="chance per wake-up of dropping offline")] = 0.0,
+    health_failure_rate: Annotated[
+        float, typer.Option(help="share of installs whose health check fails")
+    ] = 0.0,
+    offline_rate: Annotated[
+        float, typer.Option(help="chance per wake-up of dropping offline")
+    ] = 0.0,
     latency: Annotated[float, typer.Option(help="seconds added to every request")] = 0.0,
     seed: int = 1,
 ) -> None:
     """Run N simulated devices (real agent state machine, simulated installer) against a server."""
     from fleetwarden.sim import Fleet, SimConfig
 
-    fleet = Fleet(SimConfig(
-        server=server, enroll_token=enroll_token, devices=devices, poll_interval=poll_interval,
-        failure_rate=failure_rate, health_failure_rate=health_failure_rate,
-        offline_rate=offline_rate, latency=latency, seed=seed,
-    ))
+    fleet = Fleet(
+        SimConfig(
+            server=server,
+            enroll_token=enroll_token,
+            devices=devices,
+            poll_interval=poll_interval,
+            failure_rate=failure_rate,
+            health_failure_rate=health_failure_rate,
+            offline_rate=offline_rate,
+            latency=latency,
+            seed=seed,
+        )
+    )
     stop = threading.Event()
     typer.echo(f"simulating {devices} devices against {server}; Ctrl-C to stop")
     try:

@@ -101,15 +101,27 @@ class DeviceClient:
 
     # -- identity ------------------------------------------------------------------------------
     def enroll(self, body: EnrollRequest) -> EnrollResponse:
-        return self._parse(EnrollResponse, self._request("POST", "/device/v1/enroll", auth=False, json=body.model_dump()))
+        return self._parse(
+            EnrollResponse,
+            self._request("POST", "/device/v1/enroll", auth=False, json=body.model_dump()),
+        )
 
-    def open_session(self, device_id: str, certificate_pem: str, sign: Callable[[str], bytes]) -> SessionResponse:
-        ch = self._parse(ChallengeResponse, self._request("POST", "/device/v1/session/challenge", auth=False))
+    def open_session(
+        self, device_id: str, certificate_pem: str, sign: Callable[[str], bytes]
+    ) -> SessionResponse:
+        ch = self._parse(
+            ChallengeResponse, self._request("POST", "/device/v1/session/challenge", auth=False)
+        )
         body = SessionRequest(
-            device_id=device_id, certificate=certificate_pem, challenge=ch.challenge,
+            device_id=device_id,
+            certificate=certificate_pem,
+            challenge=ch.challenge,
             signature=base64.b64encode(sign(ch.challenge)).decode(),
         )
-        answer = self._parse(SessionResponse, self._request("POST", "/device/v1/session", auth=False, json=body.model_dump()))
+        answer = self._parse(
+            SessionResponse,
+            self._request("POST", "/device/v1/session", auth=False, json=body.model_dump()),
+        )
         self.token, self.token_expires = answer.token, answer.expires_at
         return answer
 
@@ -123,7 +135,9 @@ class DeviceClient:
 
     def report(self, assignment_id: int, report: StatusReport) -> StatusAck:
         resp = self._request(
-            "POST", f"/device/v1/assignments/{assignment_id}/status", json=report.model_dump(mode="json")
+            "POST",
+            f"/device/v1/assignments/{assignment_id}/status",
+            json=report.model_dump(mode="json"),
         )
         return self._parse(StatusAck, resp)
 

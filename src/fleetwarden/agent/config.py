@@ -17,7 +17,9 @@ __all__ = ["AgentConfig"]
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    server: str = Field(description="Base URL of the control plane, e.g. https://fleet.example:8443")
+    server: str = Field(
+        description="Base URL of the control plane, e.g. https://fleet.example:8443"
+    )
     data_dir: Path = Path("/var/lib/fleetwarden-agent")
     #: Needed only for the first start; afterwards the device certificate is the identity.
     enroll_token: str | None = None

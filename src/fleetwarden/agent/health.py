@@ -24,13 +24,21 @@ class CommandHealthChecker:
             argv = hc.command
             try:
                 proc = subprocess.run(
-                    argv, capture_output=True, text=True, timeout=hc.timeout_seconds,
-                    env=dict(os.environ) | dict(env), check=False,
+                    argv,
+                    capture_output=True,
+                    text=True,
+                    timeout=hc.timeout_seconds,
+                    env=dict(os.environ) | dict(env),
+                    check=False,
                 )
             except FileNotFoundError as e:
                 raise HealthCheckFailed(f"health check {argv[0]!r} not found") from e
             except subprocess.TimeoutExpired as e:
-                raise HealthCheckFailed(f"health check {argv[0]!r} timed out after {hc.timeout_seconds}s") from e
+                raise HealthCheckFailed(
+                    f"health check {argv[0]!r} timed out after {hc.timeout_seconds}s"
+                ) from e
             if proc.returncode != 0:
                 tail = (proc.stdout + proc.stderr).strip()[-400:]
-                raise HealthCheckFailed(f"health check {' '.join(argv)!r} exited {proc.returncode}: {tail}")
+                raise HealthCheckFailed(
+                    f"health check {' '.join(argv)!r} exited {proc.returncode}: {tail}"
+                )

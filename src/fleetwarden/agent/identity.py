@@ -59,17 +59,24 @@ class IdentityStore:
         self.store.write(
             "key.pem",
             key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
             ),
         )
         return key
 
     def load(self) -> Identity | None:
-        info, cert, ca = self.store.read("device.json"), self.store.read("cert.pem"), self.store.read("ca.pem")
+        info, cert, ca = (
+            self.store.read("device.json"),
+            self.store.read("cert.pem"),
+            self.store.read("ca.pem"),
+        )
         if info is None or cert is None or ca is None:
             return None
-        return Identity(json.loads(info)["device_id"], self.pending_key(), cert.decode(), ca.decode())
+        return Identity(
+            json.loads(info)["device_id"], self.pending_key(), cert.decode(), ca.decode()
+        )
 
     def save(self, identity: Identity) -> None:
         self.store.write("cert.pem", identity.certificate_pem.encode())

@@ -49,7 +49,10 @@ def _firmware() -> list[FirmwareComponent]:
     try:
         out = subprocess.run(
             [tool, "get-devices", "--json", "--no-unreported-check"],
-            capture_output=True, text=True, timeout=20, check=False,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
         )
         devices = json.loads(out.stdout or "{}").get("Devices", [])
     except (OSError, subprocess.TimeoutExpired, ValueError, AttributeError):
@@ -60,9 +63,12 @@ def _firmware() -> list[FirmwareComponent]:
             continue
         parts.append(
             FirmwareComponent(
-                name=str(d.get("Name", ""))[:256], version=str(d["Version"])[:256],
-                vendor=str(d.get("Vendor", ""))[:256], device_id=str(d.get("DeviceId", ""))[:256],
-                guids=[str(g)[:256] for g in d.get("Guid", [])][:64], plugin=str(d.get("Plugin", ""))[:256],
+                name=str(d.get("Name", ""))[:256],
+                version=str(d["Version"])[:256],
+                vendor=str(d.get("Vendor", ""))[:256],
+                device_id=str(d.get("DeviceId", ""))[:256],
+                guids=[str(g)[:256] for g in d.get("Guid", [])][:64],
+                plugin=str(d.get("Plugin", ""))[:256],
             )
         )
     return parts

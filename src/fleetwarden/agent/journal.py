@@ -24,11 +24,11 @@ class Step(enum.StrEnum):
     DOWNLOADING = "downloading"
     DOWNLOADED = "downloaded"
     VERIFIED = "verified"
-    PREPARED = "prepared"        # rollback snapshot taken; "installing" is reported here
-    INSTALLING = "installing"    # installers running; a restart here means: roll back
+    PREPARED = "prepared"  # rollback snapshot taken; "installing" is reported here
+    INSTALLING = "installing"  # installers running; a restart here means: roll back
     INSTALLED = "installed"
     REBOOTING = "rebooting"
-    VERIFYING = "verifying"      # health checks
+    VERIFYING = "verifying"  # health checks
     COMMITTING = "committing"
     COMMITTED = "committed"
     ROLLING_BACK = "rolling_back"

@@ -15,6 +15,7 @@ Crash safety (the reason this file is shaped as it is):
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -59,7 +60,9 @@ _REPORT_BEFORE: dict[Step, AssignmentState] = {
 }
 _FINAL = frozenset({Step.COMMITTED, Step.ROLLED_BACK, Step.FAILED})
 #: Steps before which nothing on the device has changed: a cancellation can still abandon.
-_ABANDONABLE = frozenset({Step.RECEIVED, Step.DOWNLOADING, Step.DOWNLOADED, Step.VERIFIED, Step.PREPARED})
+_ABANDONABLE = frozenset(
+    {Step.RECEIVED, Step.DOWNLOADING, Step.DOWNLOADED, Step.VERIFIED, Step.PREPARED}
+)
 _MAX_DOWNLOAD_ATTEMPTS = 3
 _RELOGIN_MARGIN = timedelta(minutes=2)
 _REFUSED_RETRY = 900.0
@@ -112,7 +115,9 @@ class Agent:
             return delay
         except errors.AuthError as e:
             self.client.token = None
-            log.error("the server refused this device (%s); retrying in %.0fs", e, _REFUSED_RETRY)
+            log.error(  # noqa: TRY400 - an expected refusal needs no traceback
+                "the server refused this device (%s); retrying in %.0fs", e, _REFUSED_RETRY
+            )
             return _REFUSED_RETRY
         self.failures = 0
         return delay
@@ -135,8 +140,12 @@ class Agent:
                 self.poll_interval = float(result.response.poll_interval_seconds)
             action = result.response.action
             if action is not None:
-                log.info("received assignment %d: %s@%s", action.assignment_id,
-                         action.release_name, action.release_version)
+                log.info(
+                    "received assignment %d: %s@%s",
+                    action.assignment_id,
+                    action.release_name,
+                    action.release_version,
+                )
                 job = Job(action=action.model_dump(mode="json"))
                 if action.state is not AssignmentState.PENDING:
                     # Only after a lost journal: start over, the server ignores stale reports.
@@ -170,7 +179,9 @@ class Agent:
     def _enroll(self) -> Identity:
         token = self.config.enroll_token
         if not token:
-            raise errors.ConfigError("this device is not enrolled and no enrollment token is configured")
+            raise errors.ConfigError(
+                "this device is not enrolled and no enrollment token is configured"
+            )
         key = self.identity_store.pending_key()
         hostname = self.collect_inventory(self._installed_release()).hostname
         answer = self.client.enroll(
@@ -201,7 +212,9 @@ class Agent:
     def _save(self, job: Job) -> None:
         self.journal.save(job)
         if self.config.hold_at_step == job.step.value:
-            print(f"fleetwarden-agent: holding at step {job.step.value}", file=sys.stderr, flush=True)
+            print(
+                f"fleetwarden-agent: holding at step {job.step.value}", file=sys.stderr, flush=True
+            )
             threading.Event().wait()  # until killed: crash-safety tests kill -9 us here
 
     def _goto(self, job: Job, step: Step, detail: str | None = None) -> None:
@@ -213,8 +226,10 @@ class Agent:
     def _resume(self, job: Job) -> Job:
         """First look at a journal after start (rule 2)."""
         if job.step is Step.INSTALLING:
-            log.warning("restarted during installation of assignment %d: rolling back",
-                        job.assignment.assignment_id)
+            log.warning(
+                "restarted during installation of assignment %d: rolling back",
+                job.assignment.assignment_id,
+            )
             self._goto(job, Step.ROLLING_BACK, "agent restarted while installing; rolled back")
         elif job.step is Step.REBOOTING and job.reboot_requested:
             self._goto(job, Step.VERIFYING)
@@ -222,9 +237,8 @@ class Agent:
 
     def _advance(self, job: Job) -> None:
         want = _REPORT_BEFORE.get(job.step)
-        if want is not None and job.reported != want.value:
-            if not self._report(job, want):
-                return
+        if want is not None and job.reported != want.value and not self._report(job, want):
+            return
         handler = getattr(self, f"_do_{job.step.value}")
         handler(job)
 
@@ -239,16 +253,23 @@ class Agent:
             )
         except (errors.IllegalTransition, errors.NotFoundError) as e:
             if job.step in _ABANDONABLE:
-                log.warning("assignment %d withdrawn by the server (%s): abandoning",
-                            action.assignment_id, e)
+                log.warning(
+                    "assignment %d withdrawn by the server (%s): abandoning",
+                    action.assignment_id,
+                    e,
+                )
                 self._finish(job)
                 return False
             if job.step in _FINAL:
                 # The server already closed it (e.g. timed it out); our outcome stands locally.
                 log.warning("server refused final report for %d: %s", action.assignment_id, e)
             else:
-                log.warning("server refused %s for %d (%s); carrying on", state.value,
-                            action.assignment_id, e)
+                log.warning(
+                    "server refused %s for %d (%s); carrying on",
+                    state.value,
+                    action.assignment_id,
+                    e,
+                )
         job.reported = state.value
         self._save(job)
         return True
@@ -269,12 +290,20 @@ class Agent:
             installer = self.installers.get(kind) or self.installers.get("*")
             if installer is None:
                 raise errors.InstallError(f"this agent has no installer for {kind!r} artifacts")
-            parts.append((kind, installer, InstallContext(
-                assignment_id=action.assignment_id,
-                release=f"{action.release_name}@{action.release_version}",
-                payloads=payloads, workdir=workdir,
-                state_dir=self.config.data_dir / "installers" / kind, root=self.config.root,
-            )))
+            parts.append(
+                (
+                    kind,
+                    installer,
+                    InstallContext(
+                        assignment_id=action.assignment_id,
+                        release=f"{action.release_name}@{action.release_version}",
+                        payloads=payloads,
+                        workdir=workdir,
+                        state_dir=self.config.data_dir / "installers" / kind,
+                        root=self.config.root,
+                    ),
+                )
+            )
         return parts
 
     def _do_received(self, job: Job) -> None:
@@ -288,7 +317,7 @@ class Agent:
             if dest.exists():
                 continue
             try:
-                self._call(lambda ref=ref, dest=dest: self.client.download(ref.url, dest, size=ref.size))
+                self._call(functools.partial(self.client.download, ref.url, dest, size=ref.size))
             except errors.IntegrityError as e:
                 self._download_failed(job, str(e))
                 return
@@ -308,7 +337,9 @@ class Agent:
             actual = sha256_file(path) if path.exists() else "missing"
             if actual != ref.sha256:
                 path.unlink(missing_ok=True)
-                self._download_failed(job, f"{ref.name}: sha256 {actual} does not match {ref.sha256}")
+                self._download_failed(
+                    job, f"{ref.name}: sha256 {actual} does not match {ref.sha256}"
+                )
                 return
         self._goto(job, Step.VERIFIED, "")
 
@@ -382,7 +413,9 @@ class Agent:
         action = job.assignment
         self.store.write(
             "state.json",
-            json.dumps({"installed_release": f"{action.release_name}@{action.release_version}"}).encode(),
+            json.dumps(
+                {"installed_release": f"{action.release_name}@{action.release_version}"}
+            ).encode(),
         )
         self._goto(job, Step.COMMITTED, "installed and healthy")
 
@@ -405,7 +438,9 @@ class Agent:
 
     def _finish(self, job: Job) -> None:
         downloads, workdir = self._paths(job)
-        log.info("assignment %d ended: %s %s", job.assignment.assignment_id, job.step.value, job.detail)
+        log.info(
+            "assignment %d ended: %s %s", job.assignment.assignment_id, job.step.value, job.detail
+        )
         self.journal.clear()
         shutil.rmtree(workdir, ignore_errors=True)
         for ref in job.assignment.artifacts:

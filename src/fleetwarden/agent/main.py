@@ -16,6 +16,7 @@ from fleetwarden.agent.installers import default_installers
 from fleetwarden.agent.inventory import SystemInventory
 from fleetwarden.agent.loop import Agent, run_forever
 from fleetwarden.agent.store import FileStore
+from fleetwarden.protocol.device import Inventory
 
 __all__ = ["build_agent", "run"]
 
@@ -31,7 +32,7 @@ def build_agent(config: AgentConfig, http: httpx.Client | None = None) -> Agent:
         )
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
-    def inventory(installed_release: str):  # type: ignore[no-untyped-def]
+    def inventory(installed_release: str) -> Inventory:
         return SystemInventory(config, installed_release=installed_release).collect()
 
     return Agent(
@@ -46,7 +47,9 @@ def build_agent(config: AgentConfig, http: httpx.Client | None = None) -> Agent:
 
 def run(config: AgentConfig) -> None:
     """Run until SIGTERM/SIGINT; finishes the step in progress before stopping."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     agent = build_agent(config)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

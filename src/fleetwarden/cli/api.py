@@ -74,9 +74,14 @@ class ApiClient:
 
         try:
             resp = self.http.post(
-                "/api/v1/artifacts", params=params, content=chunks(),
-                headers={"Content-Length": str(size), "X-Content-SHA256": sha256,
-                         "Content-Type": "application/octet-stream"},
+                "/api/v1/artifacts",
+                params=params,
+                content=chunks(),
+                headers={
+                    "Content-Length": str(size),
+                    "X-Content-SHA256": sha256,
+                    "Content-Type": "application/octet-stream",
+                },
                 timeout=httpx.Timeout(None, connect=10.0),
             )
         except httpx.HTTPError as e:

@@ -227,7 +227,7 @@ class _Parser:
         return Exists(key)
 
 
-def _flatten(kind: type[And] | type[Or], items: list[Selector]) -> tuple[Selector, ...]:
+def _flatten(kind: type[And | Or], items: list[Selector]) -> tuple[Selector, ...]:
     out: list[Selector] = []
     for item in items:
         if isinstance(item, kind):
@@ -255,7 +255,7 @@ def _render_value(value: str) -> str:
     return f"{quote}{value}{quote}"
 
 
-def render(node: Selector) -> str:
+def render(node: Selector) -> str:  # noqa: PLR0911 - one return per node kind
     """Canonical text of a selector; ``parse(render(x)) == x``."""
     match node:
         case Eq(key, value):
@@ -273,7 +273,9 @@ def render(node: Selector) -> str:
         case Not(operand):
             return f"not ({render(operand)})"
         case And(operands):
-            return " and ".join(f"({render(o)})" if isinstance(o, Or) else render(o) for o in operands)
+            return " and ".join(
+                f"({render(o)})" if isinstance(o, Or) else render(o) for o in operands
+            )
         case Or(operands):
             return " or ".join(render(o) for o in operands)
     raise TypeError(f"not a selector node: {node!r}")  # pragma: no cover

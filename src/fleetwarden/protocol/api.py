@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from fleetwarden.core.assignments import AssignmentState
 from fleetwarden.core.fleet import DeviceState
-from fleetwarden.protocol.device import HealthCheck, Inventory, Labels, LabelKey, LabelValue
+from fleetwarden.protocol.device import HealthCheck, Inventory, LabelKey, Labels, LabelValue
 
 __all__ = [
     "ArtifactOut",
@@ -37,8 +37,12 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.+\-]+$")]
-Version = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.+~:\-]+$")]
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.+\-]+$")
+]
+Version = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.+~:\-]+$")
+]
 
 
 class _In(BaseModel):

@@ -84,7 +84,9 @@ class ArtifactRef(_Model):
 class HealthCheck(_Model):
     """A command the agent runs after installing; exit status 0 means healthy."""
 
-    command: Annotated[list[Annotated[str, StringConstraints(max_length=4096)]], Field(min_length=1, max_length=64)]
+    command: Annotated[
+        list[Annotated[str, StringConstraints(max_length=4096)]], Field(min_length=1, max_length=64)
+    ]
     timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
 
 

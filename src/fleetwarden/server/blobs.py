@@ -54,15 +54,11 @@ class ArtifactStore(abc.ABC):
         try:
             async for chunk in chunks:
                 size += len(chunk)
-                if size > max_bytes:
-                    raise PayloadTooLarge(f"upload exceeds the limit of {max_bytes} bytes")
+                _check_size(size, max_bytes)
                 digest.update(chunk)
                 await anyio.to_thread.run_sync(self._append, handle, chunk)
             sha = digest.hexdigest()
-            if expected_size is not None and size != expected_size:
-                raise IntegrityError(f"received {size} bytes, expected {expected_size}")
-            if expected_sha256 is not None and sha != expected_sha256.lower():
-                raise IntegrityError(f"content sha256 is {sha}, expected {expected_sha256}")
+            _check_integrity(size, sha, expected_size, expected_sha256)
             await anyio.to_thread.run_sync(self._commit, handle, sha)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -80,7 +76,9 @@ class ArtifactStore(abc.ABC):
     def exists(self, sha256: str) -> bool:
         return self._size(sha256) is not None
 
-    def iter_range(self, sha256: str, start: int, stop: int, chunk: int = 256 * 1024) -> Iterator[bytes]:
+    def iter_range(
+        self, sha256: str, start: int, stop: int, chunk: int = 256 * 1024
+    ) -> Iterator[bytes]:
         """Yield the bytes ``[start, stop)`` of a blob."""
         with self._open(sha256) as f:
             f.seek(start)
@@ -92,7 +90,7 @@ class ArtifactStore(abc.ABC):
                 remaining -= len(data)
                 yield data
 
-    def local_path(self, sha256: str) -> Path | None:
+    def local_path(self, sha256: str) -> Path | None:  # noqa: ARG002 - a hook
         """A filesystem path to the blob, if the store has one (lets the server use sendfile)."""
         return None
 
@@ -109,6 +107,20 @@ class ArtifactStore(abc.ABC):
     def _size(self, sha256: str) -> int | None: ...
     @abc.abstractmethod
     def _open(self, sha256: str) -> BinaryIO: ...
+
+
+def _check_size(size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise PayloadTooLarge(f"upload exceeds the limit of {max_bytes} bytes")
+
+
+def _check_integrity(
+    size: int, sha: str, expected_size: int | None, expected_sha256: str | None
+) -> None:
+    if expected_size is not None and size != expected_size:
+        raise IntegrityError(f"received {size} bytes, expected {expected_size}")
+    if expected_sha256 is not None and sha != expected_sha256.lower():
+        raise IntegrityError(f"content sha256 is {sha}, expected {expected_sha256}")
 
 
 class LocalArtifactStore(ArtifactStore):

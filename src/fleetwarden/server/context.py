@@ -23,7 +23,7 @@ def system_clock() -> datetime:
 
 
 class Presence:
-    """"Last seen" times collected from polls, written in batches by a background job.
+    """ "Last seen" times collected from polls, written in batches by a background job.
 
     An unchanged poll must not write to the database (DESIGN §4); instead each replica keeps
     the times here and ``jobs.flush_presence`` writes them with one statement per interval.

@@ -35,7 +35,9 @@ class FleetCollector(Collector):
             g.add_metric([state], n)
         yield g
         a = GaugeMetricFamily(
-            "fleetwarden_assignments", "Latest assignment of each device, by state", labels=["state"]
+            "fleetwarden_assignments",
+            "Latest assignment of each device, by state",
+            labels=["state"],
         )
         for state, n in assignments.items():
             a.add_metric([state], n)
@@ -46,15 +48,21 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "fleetwarden_http_requests", "HTTP requests by route and status",
-            ["method", "route", "status"], registry=self.registry,
+            "fleetwarden_http_requests",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
         )
         self.polls = Counter(
-            "fleetwarden_device_polls", "Device polls by answer (200 or 304)",
-            ["result"], registry=self.registry,
+            "fleetwarden_device_polls",
+            "Device polls by answer (200 or 304)",
+            ["result"],
+            registry=self.registry,
         )
         self.enrollments = Counter(
-            "fleetwarden_enrollments", "Enrollment attempts by result", ["result"],
+            "fleetwarden_enrollments",
+            "Enrollment attempts by result",
+            ["result"],
             registry=self.registry,
         )
 

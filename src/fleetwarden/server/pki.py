@@ -50,10 +50,12 @@ class DeviceCA:
                 raise ConfigError(f"the device CA key in {key_path} is not an EC key")
             return cls(cert, key)
         key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fleetwarden"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "fleetwarden device CA"),
-        ])
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fleetwarden"),
+                x509.NameAttribute(NameOID.COMMON_NAME, "fleetwarden device CA"),
+            ]
+        )
         ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
         cert = (
             x509.CertificateBuilder()
@@ -66,9 +68,15 @@ class DeviceCA:
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=False, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                    crl_sign=True, encipher_only=False, decipher_only=False,
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -84,7 +92,9 @@ class DeviceCA:
         write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
         return cls(cert, key)
 
-    def issue(self, csr_pem: bytes, *, device_id: str, now: datetime, days: int) -> x509.Certificate:
+    def issue(
+        self, csr_pem: bytes, *, device_id: str, now: datetime, days: int
+    ) -> x509.Certificate:
         """Certify the key in a CSR for ``device_id``.
 
         The subject comes from the server, never from the CSR, so a device cannot ask for
@@ -114,9 +124,15 @@ class DeviceCA:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                    crl_sign=False, encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )

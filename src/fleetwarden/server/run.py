@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -50,10 +51,21 @@ def serve(settings: Settings, *, announce: Callable[[str], None] | None = None) 
     say(f"fleetwarden listening on {scheme}://{settings.host}:{settings.port}  (dashboard: /ui/)")
     tls = {}
     if settings.tls_cert_file and settings.tls_key_file:
-        tls = {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file)}
-    common = {"host": settings.host, "port": settings.port, "log_config": None, "access_log": False, **tls}
+        tls = {
+            "ssl_certfile": str(settings.tls_cert_file),
+            "ssl_keyfile": str(settings.tls_key_file),
+        }
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        **tls,
+    }
     if settings.workers > 1:
         os.environ[_SETTINGS_ENV] = settings.model_dump_json()
-        uvicorn.run("fleetwarden.server.run:_worker_app", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
+        uvicorn.run(
+            "fleetwarden.server.run:_worker_app", factory=True, workers=settings.workers, **common
+        )
     else:
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        uvicorn.run(create_app(settings), **common)

@@ -3,7 +3,7 @@
 Faults (all optional, all driven by one seeded RNG so a run can be repeated):
   * ``failure_rate`` — an install fails (the agent rolls back and reports rolled_back);
   * ``health_failure_rate`` — an install succeeds but the health check fails;
-  * ``offline_rate`` — at each wake-up a device may drop off the network for 1–3 intervals;
+  * ``offline_rate`` — at each wake-up a device may drop off the network for 1 to 3 intervals;
   * ``latency`` — every request is delayed by this many seconds (a slow link).
 """
 
@@ -24,7 +24,14 @@ from pathlib import Path
 import httpx
 
 import fleetwarden
-from fleetwarden.agent import Agent, AgentConfig, DeviceClient, FakeInstaller, FileStore, MemoryStore
+from fleetwarden.agent import (
+    Agent,
+    AgentConfig,
+    DeviceClient,
+    FakeInstaller,
+    FileStore,
+    MemoryStore,
+)
 from fleetwarden.errors import HealthCheckFailed
 from fleetwarden.protocol.device import FirmwareComponent, HealthCheck, Inventory, Package
 
@@ -58,7 +65,7 @@ class _SimulatedHealth:
     def __init__(self, rate: float, rng: random.Random) -> None:
         self.rate, self.rng = rate, rng
 
-    def check(self, checks: Sequence[HealthCheck], env: Mapping[str, str]) -> None:
+    def check(self, checks: Sequence[HealthCheck], env: Mapping[str, str]) -> None:  # noqa: ARG002
         if self.rng.random() < self.rate:
             raise HealthCheckFailed("simulated health check failure")
 
@@ -83,7 +90,9 @@ class Fleet:
         self.data_dir = config.data_dir or Path(tempfile.mkdtemp(prefix="fleetwarden-sim-"))
         if http is None:
             transport: httpx.BaseTransport = httpx.HTTPTransport(
-                limits=httpx.Limits(max_connections=config.workers, max_keepalive_connections=config.workers)
+                limits=httpx.Limits(
+                    max_connections=config.workers, max_keepalive_connections=config.workers
+                )
             )
             if config.latency:
                 transport = _SlowTransport(transport, config.latency)
@@ -103,16 +112,32 @@ class Fleet:
         canary = i < max(1, c.devices // 10)
         labels = {"sim": "true", "canary": "true" if canary else "false", **c.extra_labels}
         config = AgentConfig(
-            server=c.server, data_dir=self.data_dir / name, enroll_token=c.enroll_token,
-            hostname=name, site=site, zone=f"{site}-1", labels=labels, hardware_model=model,
-            poll_interval=c.poll_interval, collect_packages=False, collect_firmware=False,
+            server=c.server,
+            data_dir=self.data_dir / name,
+            enroll_token=c.enroll_token,
+            hostname=name,
+            site=site,
+            zone=f"{site}-1",
+            labels=labels,
+            hardware_model=model,
+            poll_interval=c.poll_interval,
+            collect_packages=False,
+            collect_firmware=False,
         )
 
         def inventory(installed_release: str) -> Inventory:
             return Inventory(
-                hostname=name, os_name="debian", os_version="12", kernel="6.1.0-sim",
-                arch="x86_64", hardware_model=model, agent_version=fleetwarden.__version__,
-                site=site, zone=f"{site}-1", labels=labels, installed_release=installed_release,
+                hostname=name,
+                os_name="debian",
+                os_version="12",
+                kernel="6.1.0-sim",
+                arch="x86_64",
+                hardware_model=model,
+                agent_version=fleetwarden.__version__,
+                site=site,
+                zone=f"{site}-1",
+                labels=labels,
+                installed_release=installed_release,
                 packages=[Package(name="base-files", version="12.4+deb12u5", arch="amd64")],
                 firmware=[FirmwareComponent(name="System Firmware", version="1.0.3", vendor="sim")],
             )
@@ -122,7 +147,11 @@ class Fleet:
             client=DeviceClient(self.http),
             # With a data dir the virtual devices keep their identities across runs.
             store=MemoryStore() if self._own_dir else FileStore(self.data_dir / name / "state"),
-            installers={"*": FakeInstaller(failure_rate=c.failure_rate, duration=c.install_duration, rng=rng)},
+            installers={
+                "*": FakeInstaller(
+                    failure_rate=c.failure_rate, duration=c.install_duration, rng=rng
+                )
+            },
             inventory=inventory,
             health=_SimulatedHealth(c.health_failure_rate, rng),
             rng=rng,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fleetwarden.agent.installers.base import InstallContext, InstallResult, Installer, Payload
+from fleetwarden.agent.installers.base import InstallContext, Installer, InstallResult, Payload
 from fleetwarden.agent.installers.deb import DebInstaller
 from fleetwarden.agent.installers.fake import FakeInstaller
 from fleetwarden.agent.installers.file import FileInstaller

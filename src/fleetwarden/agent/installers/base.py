@@ -80,7 +80,13 @@ def run_command(
     """Run a command; return stdout. Raises ``InstallError`` with the tail of its output."""
     try:
         proc = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd, check=False
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            cwd=cwd,
+            check=False,
         )
     except FileNotFoundError as e:
         raise InstallError(f"{what}: {argv[0]} is not installed") from e

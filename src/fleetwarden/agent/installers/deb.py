@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fleetwarden.agent.installers.base import InstallContext, InstallResult, Installer, run_command
+from fleetwarden.agent.installers.base import InstallContext, Installer, InstallResult, run_command
 from fleetwarden.errors import InstallError
 
 __all__ = ["DebInstaller", "installed_packages"]
@@ -44,7 +44,7 @@ def _fields(deb: Path) -> tuple[str, str, str]:
         ["dpkg-deb", "--show", "--showformat=${Package}\t${Version}\t${Architecture}", str(deb)],
         what=f"reading {deb.name}",
     )
-    name, version, arch = (out.split("\t") + ["", ""])[:3]
+    name, version, arch = ([*out.split("\t"), "", ""])[:3]
     if not name or not version:
         raise InstallError(f"{deb.name} is not a Debian package")
     return name, version, arch
@@ -53,7 +53,13 @@ def _fields(deb: Path) -> tuple[str, str, str]:
 def installed_version(root: Path, package: str) -> str | None:
     try:
         out = run_command(
-            ["dpkg-query", f"--admindir={_admindir(root)}", "-W", "-f=${db:Status-Abbrev}\t${Version}", package],
+            [
+                "dpkg-query",
+                f"--admindir={_admindir(root)}",
+                "-W",
+                "-f=${db:Status-Abbrev}\t${Version}",
+                package,
+            ],
             what=f"querying {package}",
         )
     except InstallError:
@@ -66,9 +72,14 @@ def installed_packages(root: Path) -> list[tuple[str, str, str]]:
     """(name, version, arch) of every installed package; empty if dpkg is absent."""
     try:
         out = run_command(
-            ["dpkg-query", f"--admindir={_admindir(root)}", "-W",
-             "-f=${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n"],
-            what="listing packages", timeout=60,
+            [
+                "dpkg-query",
+                f"--admindir={_admindir(root)}",
+                "-W",
+                "-f=${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n",
+            ],
+            what="listing packages",
+            timeout=60,
         )
     except InstallError:
         return []
@@ -100,10 +111,15 @@ class DebInstaller(Installer):
             name, version, arch = _fields(p.path)
             previous = installed_version(ctx.root, name)
             cached = self._cache(ctx) / f"{name}_{previous}_{arch}.deb" if previous else None
-            packages.append({
-                "name": name, "version": version, "arch": arch, "previous": previous,
-                "previous_deb": str(cached) if cached and cached.exists() else None,
-            })
+            packages.append(
+                {
+                    "name": name,
+                    "version": version,
+                    "arch": arch,
+                    "previous": previous,
+                    "previous_deb": str(cached) if cached and cached.exists() else None,
+                }
+            )
         return {"packages": packages}
 
     def install(self, ctx: InstallContext, snapshot: Mapping[str, Any]) -> InstallResult:
@@ -124,7 +140,11 @@ class DebInstaller(Installer):
 
     def rollback(self, ctx: InstallContext, snapshot: Mapping[str, Any]) -> None:
         packages: Sequence[Mapping[str, Any]] = snapshot["packages"]
-        missing = [f"{p['name']}={p['previous']}" for p in packages if p["previous"] and not p["previous_deb"]]
+        missing = [
+            f"{p['name']}={p['previous']}"
+            for p in packages
+            if p["previous"] and not p["previous_deb"]
+        ]
         if missing:
             raise InstallError(
                 "cannot roll back: no cached copy of the previous version of " + ", ".join(missing)
@@ -132,7 +152,9 @@ class DebInstaller(Installer):
         restore = [p["previous_deb"] for p in packages if p["previous_deb"]]
         purge = [p["name"] for p in packages if not p["previous"]]
         if restore:
-            run_command([*_dpkg(ctx.root), "--install", *restore], what="restoring previous packages")
+            run_command(
+                [*_dpkg(ctx.root), "--install", *restore], what="restoring previous packages"
+            )
         if purge:
             run_command([*_dpkg(ctx.root), "--purge", *purge], what="removing newly added packages")
 

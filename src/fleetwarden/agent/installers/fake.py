@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fleetwarden.agent.installers.base import InstallContext, InstallResult, Installer
+from fleetwarden.agent.installers.base import InstallContext, Installer, InstallResult
 from fleetwarden.errors import InstallError
 
 __all__ = ["FakeInstaller"]

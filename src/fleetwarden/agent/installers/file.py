@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fleetwarden.agent.installers.base import InstallContext, Installer, InstallResult, Payload
 from fleetwarden.errors import InstallError
-from fleetwarden.agent.installers.base import InstallContext, InstallResult, Installer, Payload
 
 __all__ = ["FileInstaller"]
 
@@ -21,7 +21,9 @@ __all__ = ["FileInstaller"]
 def _destination(ctx: InstallContext, payload: Payload) -> Path:
     raw = payload.ref.meta.get("path", "")
     if not raw.startswith("/") or ".." in Path(raw).parts:
-        raise InstallError(f"artifact {payload.ref.name}: meta path {raw!r} is not an absolute path")
+        raise InstallError(
+            f"artifact {payload.ref.name}: meta path {raw!r} is not an absolute path"
+        )
     dest = ctx.root / raw.lstrip("/")
     root = ctx.root.resolve()
     parent = dest.parent.resolve()
@@ -73,7 +75,11 @@ class FileInstaller(Installer):
         # Keep the replaced file beside the state dir as "previous", for manual recovery.
         for f in snapshot["files"]:
             if f["existed"] and Path(f["backup"]).exists():
-                keep = ctx.state_dir / "previous" / Path(f["dest"]).relative_to("/").as_posix().replace("/", "%")
+                keep = (
+                    ctx.state_dir
+                    / "previous"
+                    / Path(f["dest"]).relative_to("/").as_posix().replace("/", "%")
+                )
                 keep.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(f["backup"], keep)
 

@@ -30,8 +30,8 @@ from typing import Any
 
 from fleetwarden.agent.installers.base import (
     InstallContext,
-    InstallResult,
     Installer,
+    InstallResult,
     Payload,
     run_command,
 )
@@ -63,7 +63,10 @@ class ScriptModuleInstaller(Installer):
         }
         ctx.state_dir.mkdir(parents=True, exist_ok=True)
         return run_command(
-            [str(module), state], what=f"module {payload.ref.name} {state}", env=env, cwd=module.parent
+            [str(module), state],
+            what=f"module {payload.ref.name} {state}",
+            env=env,
+            cwd=module.parent,
         ).strip()
 
     def _ask(self, ctx: InstallContext, index: int, payload: Payload, query: str) -> bool:

@@ -41,7 +41,9 @@ def principal(request: Request) -> Principal:
 def require(role: Role) -> Callable[[Principal], Principal]:
     def check(p: Principal = Depends(principal)) -> Principal:
         if not p.allows(role):
-            raise PermissionDenied(f"this needs the {role.value} role; the token has {p.role.value}")
+            raise PermissionDenied(
+                f"this needs the {role.value} role; the token has {p.role.value}"
+            )
         return p
 
     return check

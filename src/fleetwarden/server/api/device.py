@@ -36,7 +36,7 @@ __all__ = ["router"]
 router = APIRouter(
     prefix="/device/v1",
     tags=["device"],
-    responses={s: {"model": ErrorBody} for s in (400, 401, 404, 409, 416, 422)},  # type: ignore[misc]
+    responses={s: {"model": ErrorBody} for s in (400, 401, 404, 409, 416, 422)},
 )
 Ctx = Annotated[ServerContext, Depends(context)]
 
@@ -70,7 +70,9 @@ def open_session(body: SessionRequest, ctx: Ctx) -> SessionResponse:
     return enrollment.open_session(ctx, body)
 
 
-@router.get("/poll", responses={200: {"model": PollResponse}, 304: {"description": "nothing changed"}})
+@router.get(
+    "/poll", responses={200: {"model": PollResponse}, 304: {"description": "nothing changed"}}
+)
 def poll(request: Request, ctx: Ctx) -> Response:
     """What the device should do next. Send ``If-None-Match`` with the last ``ETag``."""
     dev = device_api.authenticate(ctx, bearer(request), now=ctx.clock())
@@ -81,7 +83,8 @@ def poll(request: Request, ctx: Ctx) -> Response:
     body = device_api.poll(ctx, dev)
     ctx.metrics.polls.labels("200").inc()
     return Response(
-        body.model_dump_json(), media_type="application/json",
+        body.model_dump_json(),
+        media_type="application/json",
         headers={"ETag": etag, "Cache-Control": "no-cache"},
     )
 
@@ -115,7 +118,8 @@ def download(
     span = parse_range(request.headers.get("range"), size)
     if span is None:
         return StreamingResponse(
-            ctx.store.iter_range(sha256, 0, size), media_type="application/octet-stream",
+            ctx.store.iter_range(sha256, 0, size),
+            media_type="application/octet-stream",
             headers=headers | {"Content-Length": str(size)},
         )
     start, stop = span
@@ -124,7 +128,8 @@ def download(
         status_code=206,
         media_type="application/octet-stream",
         headers=headers
-        | {"Content-Length": str(stop - start), "Content-Range": f"bytes {start}-{stop - 1}/{size}"},
+        | {
+            "Content-Length": str(stop - start),
+            "Content-Range": f"bytes {start}-{stop - 1}/{size}",
+        },
     )
-
-

@@ -39,10 +39,7 @@ from fleetwarden.server.services.tokens import Principal
 
 __all__ = ["router"]
 
-_ERRORS = {
-    s: {"model": ErrorBody}
-    for s in (400, 401, 403, 404, 409, 413, 422)
-}
+_ERRORS = {s: {"model": ErrorBody} for s in (400, 401, 403, 404, 409, 413, 422)}
 router = APIRouter(prefix="/api/v1", responses=_ERRORS)  # type: ignore[arg-type]
 
 Ctx = Annotated[ServerContext, Depends(context)]
@@ -74,7 +71,9 @@ def revoke_token(token_id: int, ctx: Ctx, who: Admin) -> TokenOut:
 
 
 @router.post("/enrollment-tokens", status_code=201, tags=["tokens"])
-def create_enrollment_token(body: EnrollmentTokenCreate, ctx: Ctx, who: Operator) -> EnrollmentTokenCreated:
+def create_enrollment_token(
+    body: EnrollmentTokenCreate, ctx: Ctx, who: Operator
+) -> EnrollmentTokenCreated:
     """A token devices present once (or ``uses`` times) to enroll; labels go to those devices."""
     with ctx.db.write() as s:
         return tokens.create_enrollment_token(s, body, actor=who.actor, now=ctx.clock())
@@ -91,7 +90,9 @@ def list_devices(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[DeviceOut]:
-    return devices.list_devices(ctx, selector=selector, search=q, state=state, limit=limit, offset=offset)
+    return devices.list_devices(
+        ctx, selector=selector, search=q, state=state, limit=limit, offset=offset
+    )
 
 
 @router.get("/devices/{device_id}", tags=["devices"])
@@ -100,7 +101,9 @@ def get_device(device_id: str, ctx: Ctx, who: Viewer) -> DeviceDetail:
 
 
 @router.get("/devices/{device_id}/inventory", tags=["devices"])
-def inventory_history(device_id: str, ctx: Ctx, who: Viewer, limit: Limit = 20) -> list[InventoryOut]:
+def inventory_history(
+    device_id: str, ctx: Ctx, who: Viewer, limit: Limit = 20
+) -> list[InventoryOut]:
     return devices.inventory_history(ctx, device_id, limit=limit)
 
 
@@ -138,7 +141,9 @@ def _meta(pairs: list[str]) -> dict[str, str]:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
         }
     },
 )
@@ -241,5 +246,10 @@ def list_audit(
 ) -> list[AuditOut]:
     with ctx.db.read() as s:
         return audit.list_records(
-            s, target_type=target_type, target_id=target_id, action=action, limit=limit, offset=offset
+            s,
+            target_type=target_type,
+            target_id=target_id,
+            action=action,
+            limit=limit,
+            offset=offset,
         )

@@ -12,7 +12,7 @@ config = context.config
 target_metadata = Base.metadata
 
 
-def _render_item(type_, obj, autogen_context):
+def _render_item(type_, obj, autogen_context) -> str | bool:
     # Render our aware-datetime decorator as its plain column type, so migrations do not
     # import application code that may change later.
     if type_ == "type" and isinstance(obj, UTCDateTime):

@@ -40,7 +40,9 @@ def validate_meta(kind: ArtifactType, meta: dict[str, str]) -> None:
         if not path or not p.is_absolute() or ".." in p.parts:
             raise InputError("file artifacts need meta path=/absolute/destination without '..'")
         mode = meta.get("mode")
-        if mode is not None and not (mode.isdigit() and set(mode) <= set("01234567") and len(mode) <= 4):
+        if mode is not None and not (
+            mode.isdigit() and set(mode) <= set("01234567") and len(mode) <= 4
+        ):
             raise InputError(f"meta mode must be octal like 0644, got {mode!r}")
 
 
@@ -77,17 +79,32 @@ async def upload(
         with ctx.db.write() as s:
             _ensure_new(s, name, version)
             row = Artifact(
-                name=name, version=version, type=kind.value, sha256=blob.sha256, size=blob.size,
-                compatible_models=sorted(set(compatible_models)), meta=meta, created_at=now,
+                name=name,
+                version=version,
+                type=kind.value,
+                sha256=blob.sha256,
+                size=blob.size,
+                compatible_models=sorted(set(compatible_models)),
+                meta=meta,
+                created_at=now,
                 created_by=actor,
             )
             s.add(row)
             s.flush()
             audit.record(
-                s, at=now, actor=actor, action="artifact.upload", target_type="artifact",
+                s,
+                at=now,
+                actor=actor,
+                action="artifact.upload",
+                target_type="artifact",
                 target_id=row.id,
-                after={"name": name, "version": version, "type": kind.value,
-                       "sha256": blob.sha256, "size": blob.size},
+                after={
+                    "name": name,
+                    "version": version,
+                    "type": kind.value,
+                    "sha256": blob.sha256,
+                    "size": blob.size,
+                },
             )
             return ArtifactOut.model_validate(row)
     except DBIntegrityError as e:  # lost a race with an identical upload
@@ -123,7 +140,10 @@ def release_out(s: Session, r: Release) -> ReleaseOut:
         .order_by(ReleaseArtifact.position)
     )
     return ReleaseOut(
-        id=r.id, name=r.name, version=r.version, description=r.description,
+        id=r.id,
+        name=r.name,
+        version=r.version,
+        description=r.description,
         artifacts=[ArtifactOut.model_validate(a) for a in arts],
         health_checks=[HealthCheck.model_validate(h) for h in r.health_checks],
         created_at=r.created_at,
@@ -137,15 +157,20 @@ def create_release(ctx: ServerContext, body: ReleaseCreate, *, actor: str) -> Re
     now = ctx.clock()
     try:
         with ctx.db.write() as s:
-            if s.scalar(select(Release.id).where(Release.name == body.name, Release.version == body.version)):
+            if s.scalar(
+                select(Release.id).where(Release.name == body.name, Release.version == body.version)
+            ):
                 raise ConflictError(f"release {body.name}@{body.version} already exists")
             for aid in body.artifacts:
                 if s.get(Artifact, aid) is None:
                     raise NotFoundError(f"no artifact {aid}")
             r = Release(
-                name=body.name, version=body.version, description=body.description,
+                name=body.name,
+                version=body.version,
+                description=body.description,
                 health_checks=[h.model_dump() for h in body.health_checks],
-                created_at=now, created_by=actor,
+                created_at=now,
+                created_by=actor,
             )
             s.add(r)
             s.flush()
@@ -153,7 +178,11 @@ def create_release(ctx: ServerContext, body: ReleaseCreate, *, actor: str) -> Re
                 s.add(ReleaseArtifact(release_id=r.id, artifact_id=aid, position=pos))
             s.flush()
             audit.record(
-                s, at=now, actor=actor, action="release.create", target_type="release",
+                s,
+                at=now,
+                actor=actor,
+                action="release.create",
+                target_type="release",
                 target_id=r.id,
                 after={"name": r.name, "version": r.version, "artifacts": list(body.artifacts)},
             )
@@ -164,7 +193,9 @@ def create_release(ctx: ServerContext, body: ReleaseCreate, *, actor: str) -> Re
 
 def list_releases(ctx: ServerContext) -> list[ReleaseOut]:
     with ctx.db.read() as s:
-        return [release_out(s, r) for r in s.scalars(select(Release).order_by(Release.name, Release.id))]
+        return [
+            release_out(s, r) for r in s.scalars(select(Release).order_by(Release.name, Release.id))
+        ]
 
 
 def get_release(ctx: ServerContext, ref: str) -> ReleaseOut:

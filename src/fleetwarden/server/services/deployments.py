@@ -74,7 +74,9 @@ def deploy(ctx: ServerContext, body: DeploymentCreate, *, actor: str) -> Deploym
         plan = plan_deployment(
             [
                 Candidate(
-                    device_id=d.id, revoked=d.status != "active", hardware_model=d.hardware_model,
+                    device_id=d.id,
+                    revoked=d.status != "active",
+                    hardware_model=d.hardware_model,
                     installed_release=d.installed_release,
                     active_assignment_id=active[d.id].id if d.id in active else None,
                     active_assignment_state=(
@@ -83,9 +85,13 @@ def deploy(ctx: ServerContext, body: DeploymentCreate, *, actor: str) -> Deploym
                 )
                 for d in chosen
             ],
-            release=label, compatible_models=models, force=body.force,
+            release=label,
+            compatible_models=models,
+            force=body.force,
         )
-        dep = Deployment(release_id=release.id, selector=body.selector, created_at=now, created_by=actor)
+        dep = Deployment(
+            release_id=release.id, selector=body.selector, created_at=now, created_by=actor
+        )
         s.add(dep)
         s.flush()
         for aid in plan.cancel:
@@ -93,8 +99,13 @@ def deploy(ctx: ServerContext, body: DeploymentCreate, *, actor: str) -> Deploym
         devices = {d.id: d for d in chosen}
         for did in plan.assign:
             a = Assignment(
-                device_id=did, deployment_id=dep.id, release_id=release.id,
-                state=lifecycle.AssignmentState.PENDING.value, detail="", created_at=now, updated_at=now,
+                device_id=did,
+                deployment_id=dep.id,
+                release_id=release.id,
+                state=lifecycle.AssignmentState.PENDING.value,
+                detail="",
+                created_at=now,
+                updated_at=now,
             )
             s.add(a)
             s.flush()
@@ -104,18 +115,35 @@ def deploy(ctx: ServerContext, body: DeploymentCreate, *, actor: str) -> Deploym
             d.rev += 1
         skipped = unknown | plan.skipped
         audit.record(
-            s, at=now, actor=actor, action="deployment.create", target_type="deployment",
+            s,
+            at=now,
+            actor=actor,
+            action="deployment.create",
+            target_type="deployment",
             target_id=dep.id,
-            after={"release": label, "selector": body.selector, "devices": list(plan.assign),
-                   "cancelled": list(plan.cancel), "skipped": skipped},
+            after={
+                "release": label,
+                "selector": body.selector,
+                "devices": list(plan.assign),
+                "cancelled": list(plan.cancel),
+                "skipped": skipped,
+            },
         )
         return DeploymentOut(
-            id=dep.id, release_id=release.id, release=label, selector=body.selector,
-            created_at=now, created_by=actor, assigned=len(plan.assign), skipped=skipped,
+            id=dep.id,
+            release_id=release.id,
+            release=label,
+            selector=body.selector,
+            created_at=now,
+            created_by=actor,
+            assigned=len(plan.assign),
+            skipped=skipped,
         )
 
 
-def _cancel(s: Session, assignment_id: int, *, actor: str, now: datetime, reason: str) -> Assignment:
+def _cancel(
+    s: Session, assignment_id: int, *, actor: str, now: datetime, reason: str
+) -> Assignment:
     a = s.get(Assignment, assignment_id, with_for_update=True)
     if a is None:
         raise NotFoundError(f"no assignment {assignment_id}")
@@ -130,8 +158,14 @@ def _cancel(s: Session, assignment_id: int, *, actor: str, now: datetime, reason
             if d.latest_assignment_id == a.id:
                 d.latest_assignment_state = a.state
         audit.record(
-            s, at=now, actor=actor, action="assignment.cancel", target_type="assignment",
-            target_id=a.id, before={"state": before}, after={"state": a.state, "reason": reason},
+            s,
+            at=now,
+            actor=actor,
+            action="assignment.cancel",
+            target_type="assignment",
+            target_id=a.id,
+            before={"state": before},
+            after={"state": a.state, "reason": reason},
         )
     return a
 
@@ -142,7 +176,8 @@ def cancel_assignment(ctx: ServerContext, assignment_id: int, *, actor: str) -> 
     with ctx.db.write() as s:
         a = _cancel(s, assignment_id, actor=actor, now=now, reason=f"cancelled by {actor}")
         release = s.get(Release, a.release_id)
-        assert release is not None
+        if release is None:  # foreign key: only a corrupt database gets here
+            raise NotFoundError("release vanished")
         return assignment_out(a, release)
 
 
@@ -173,7 +208,8 @@ def list_assignments(
 def list_deployments(ctx: ServerContext) -> list[DeploymentOut]:
     with ctx.db.read() as s:
         rows = s.execute(
-            select(Deployment, Release).join(Release, Release.id == Deployment.release_id)
+            select(Deployment, Release)
+            .join(Release, Release.id == Deployment.release_id)
             .order_by(Deployment.id.desc())
         ).all()
         counts: dict[int, int] = {}
@@ -182,8 +218,13 @@ def list_deployments(ctx: ServerContext) -> list[DeploymentOut]:
                 counts[dep_id] = counts.get(dep_id, 0) + 1
         return [
             DeploymentOut(
-                id=d.id, release_id=r.id, release=f"{r.name}@{r.version}", selector=d.selector,
-                created_at=d.created_at, created_by=d.created_by, assigned=counts.get(d.id, 0),
+                id=d.id,
+                release_id=r.id,
+                release=f"{r.name}@{r.version}",
+                selector=d.selector,
+                created_at=d.created_at,
+                created_by=d.created_by,
+                assigned=counts.get(d.id, 0),
             )
             for d, r in rows
         ]

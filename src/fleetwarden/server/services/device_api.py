@@ -75,8 +75,12 @@ def authenticate(ctx: ServerContext, token: str | None, *, now: datetime) -> Dev
     with ctx.db.read() as s:
         row = s.execute(
             select(
-                Device.status, Device.cert_serial, Device.rev, Device.last_seen_at,
-                Device.latest_assignment_id, Device.latest_assignment_state,
+                Device.status,
+                Device.cert_serial,
+                Device.rev,
+                Device.last_seen_at,
+                Device.latest_assignment_id,
+                Device.latest_assignment_state,
                 Device.inventory_fingerprint,
             ).where(Device.id == claims.device_id)
         ).one_or_none()
@@ -88,7 +92,10 @@ def authenticate(ctx: ServerContext, token: str | None, *, now: datetime) -> Dev
     if row.last_seen_at is None or now - row.last_seen_at >= flush_every:
         ctx.presence.saw(claims.device_id, now)
     return DeviceSession(
-        claims.device_id, row.rev, row.latest_assignment_id, row.latest_assignment_state,
+        claims.device_id,
+        row.rev,
+        row.latest_assignment_id,
+        row.latest_assignment_state,
         row.inventory_fingerprint,
     )
 
@@ -116,7 +123,8 @@ def _action(s: Session, assignment_id: int) -> Action | None:
     if a is None or a.state not in _ACTIVE:
         return None
     release = s.get(Release, a.release_id)
-    assert release is not None  # foreign key
+    if release is None:  # foreign key: only a corrupt database gets here
+        raise NotFoundError("release vanished")
     arts = s.scalars(
         select(Artifact)
         .join(ReleaseArtifact, ReleaseArtifact.artifact_id == Artifact.id)
@@ -130,8 +138,14 @@ def _action(s: Session, assignment_id: int) -> Action | None:
         release_version=release.version,
         artifacts=[
             ArtifactRef(
-                id=art.id, name=art.name, version=art.version, type=art.type, sha256=art.sha256,
-                size=art.size, url=f"/device/v1/artifacts/{art.sha256}", meta=art.meta,
+                id=art.id,
+                name=art.name,
+                version=art.version,
+                type=art.type,
+                sha256=art.sha256,
+                size=art.size,
+                url=f"/device/v1/artifacts/{art.sha256}",
+                meta=art.meta,
             )
             for art in arts
         ],
@@ -160,41 +174,70 @@ def report_status(
                 raise IllegalTransition(f"assignment {assignment_id} was cancelled") from None
             raise
         if not t.changed:
-            if t.after is report.state and (report.progress, report.detail) != (a.progress, a.detail):
+            if t.after is report.state and (report.progress, report.detail) != (
+                a.progress,
+                a.detail,
+            ):
                 a.progress, a.detail, a.updated_at = report.progress, report.detail, now
             return StatusAck(state=t.after, changed=False)
-        before = {"state": a.state}
-        a.state, a.detail, a.progress, a.updated_at = t.after.value, report.detail, report.progress, now
-        if t.finished:
-            a.finished_at = now
-        s.add(AssignmentEvent(assignment_id=a.id, at=now, state=t.after.value, detail=report.detail))
-        dev = s.get(Device, device.device_id, with_for_update=True)
-        assert dev is not None  # foreign key
-        dev.rev += 1
-        if dev.latest_assignment_id == a.id:
-            dev.latest_assignment_state = t.after.value
-        if t.after is lifecycle.AssignmentState.SUCCEEDED:
-            release = s.get(Release, a.release_id)
-            assert release is not None  # foreign key
-            dev.installed_release = f"{release.name}@{release.version}"
+        _apply_transition(s, a, t, report, device_id=device.device_id, now=now)
         audit.record(
-            s, at=now, actor=device.actor, action=f"assignment.{t.after.value}",
-            target_type="assignment", target_id=a.id, before=before,
+            s,
+            at=now,
+            actor=device.actor,
+            action=f"assignment.{t.after.value}",
+            target_type="assignment",
+            target_id=a.id,
+            before={"state": t.before.value},
             after={"state": t.after.value, "detail": report.detail},
         )
         return StatusAck(state=t.after, changed=True)
 
 
-def store_inventory(ctx: ServerContext, device: DeviceSession, inventory: Inventory) -> InventoryAck:
+def _apply_transition(
+    s: Session,
+    a: Assignment,
+    t: lifecycle.Transition,
+    report: StatusReport,
+    *,
+    device_id: str,
+    now: datetime,
+) -> None:
+    """Store a changed assignment state, its event, and what it changes on the device row."""
+    a.state, a.detail, a.progress, a.updated_at = t.after.value, report.detail, report.progress, now
+    if t.finished:
+        a.finished_at = now
+    s.add(AssignmentEvent(assignment_id=a.id, at=now, state=t.after.value, detail=report.detail))
+    dev = s.get(Device, device_id, with_for_update=True)
+    if dev is None:  # foreign key: only a corrupt database gets here
+        raise NotFoundError("device vanished")
+    dev.rev += 1  # the poll answer changes: new ETag
+    if dev.latest_assignment_id == a.id:
+        dev.latest_assignment_state = t.after.value
+    if t.after is lifecycle.AssignmentState.SUCCEEDED:
+        release = s.get(Release, a.release_id)
+        if release is None:  # foreign key: only a corrupt database gets here
+            raise NotFoundError("release vanished")
+        dev.installed_release = f"{release.name}@{release.version}"
+
+
+def store_inventory(
+    ctx: ServerContext, device: DeviceSession, inventory: Inventory
+) -> InventoryAck:
     document = inventory.model_dump(mode="json")
     fp = fingerprint(document)
     if fp == device.inventory_fingerprint:
         return InventoryAck(fingerprint=fp, changed=False)
     now = ctx.clock()
     facts = {
-        "name": inventory.hostname, "site": inventory.site, "zone": inventory.zone,
-        "hardware_model": inventory.hardware_model, "os_name": inventory.os_name,
-        "os_version": inventory.os_version, "kernel": inventory.kernel, "arch": inventory.arch,
+        "name": inventory.hostname,
+        "site": inventory.site,
+        "zone": inventory.zone,
+        "hardware_model": inventory.hardware_model,
+        "os_name": inventory.os_name,
+        "os_version": inventory.os_version,
+        "kernel": inventory.kernel,
+        "arch": inventory.arch,
         "agent_version": inventory.agent_version,
     }
     with ctx.db.write() as s:
@@ -204,7 +247,9 @@ def store_inventory(ctx: ServerContext, device: DeviceSession, inventory: Invent
         if row.inventory_fingerprint == fp:
             return InventoryAck(fingerprint=fp, changed=False)
         before = {k: getattr(row, k) for k in facts} | {"reported_labels": row.reported_labels}
-        s.add(InventorySnapshot(device_id=row.id, collected_at=now, fingerprint=fp, document=document))
+        s.add(
+            InventorySnapshot(device_id=row.id, collected_at=now, fingerprint=fp, document=document)
+        )
         for k, v in facts.items():
             setattr(row, k, v)
         if inventory.installed_release:
@@ -214,8 +259,14 @@ def store_inventory(ctx: ServerContext, device: DeviceSession, inventory: Invent
         row.rev = row.rev + 1
         after = facts | {"reported_labels": row.reported_labels, "fingerprint": fp}
         audit.record(
-            s, at=now, actor=device.actor, action="device.inventory", target_type="device",
-            target_id=row.id, before=before, after=after,
+            s,
+            at=now,
+            actor=device.actor,
+            action="device.inventory",
+            target_type="device",
+            target_id=row.id,
+            before=before,
+            after=after,
         )
     return InventoryAck(fingerprint=fp, changed=True)
 

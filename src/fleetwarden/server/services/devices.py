@@ -52,9 +52,13 @@ def attributes(d: Device) -> dict[str, str]:
         name=d.name,
         labels={**d.reported_labels, **d.labels},
         facts={
-            "site": d.site or None, "zone": d.zone or None, "model": d.hardware_model or None,
-            "os": d.os_name or None, "os_version": d.os_version or None,
-            "kernel": d.kernel or None, "arch": d.arch or None,
+            "site": d.site or None,
+            "zone": d.zone or None,
+            "model": d.hardware_model or None,
+            "os": d.os_name or None,
+            "os_version": d.os_version or None,
+            "kernel": d.kernel or None,
+            "arch": d.arch or None,
             "release": d.installed_release or None,
         },
     )
@@ -64,30 +68,51 @@ def _state(ctx: ServerContext, d: Device, now: datetime) -> DeviceState:
     facts = DeviceFacts(
         revoked=d.status != "active",
         last_seen=d.last_seen_at,
-        latest_assignment=AssignmentState(d.latest_assignment_state) if d.latest_assignment_state else None,
+        latest_assignment=AssignmentState(d.latest_assignment_state)
+        if d.latest_assignment_state
+        else None,
     )
     return derive_state(facts, now=now, offline_after=timedelta(seconds=ctx.settings.offline_after))
 
 
 def device_out(ctx: ServerContext, d: Device, now: datetime) -> DeviceOut:
     return DeviceOut(
-        id=d.id, name=d.name, state=_state(ctx, d, now), site=d.site, zone=d.zone,
-        hardware_model=d.hardware_model, os_name=d.os_name, os_version=d.os_version,
-        kernel=d.kernel, agent_version=d.agent_version, installed_release=d.installed_release,
-        labels={**d.reported_labels, **d.labels}, enrolled_at=d.enrolled_at,
-        last_seen_at=d.last_seen_at, cert_not_after=d.cert_not_after,
+        id=d.id,
+        name=d.name,
+        state=_state(ctx, d, now),
+        site=d.site,
+        zone=d.zone,
+        hardware_model=d.hardware_model,
+        os_name=d.os_name,
+        os_version=d.os_version,
+        kernel=d.kernel,
+        agent_version=d.agent_version,
+        installed_release=d.installed_release,
+        labels={**d.reported_labels, **d.labels},
+        enrolled_at=d.enrolled_at,
+        last_seen_at=d.last_seen_at,
+        cert_not_after=d.cert_not_after,
     )
 
 
 def assignment_out(a: Assignment, release: Release) -> AssignmentOut:
     return AssignmentOut(
-        id=a.id, device_id=a.device_id, deployment_id=a.deployment_id, release_id=a.release_id,
-        release=f"{release.name}@{release.version}", state=AssignmentState(a.state),
-        detail=a.detail, progress=a.progress, created_at=a.created_at, updated_at=a.updated_at,
+        id=a.id,
+        device_id=a.device_id,
+        deployment_id=a.deployment_id,
+        release_id=a.release_id,
+        release=f"{release.name}@{release.version}",
+        state=AssignmentState(a.state),
+        detail=a.detail,
+        progress=a.progress,
+        created_at=a.created_at,
+        updated_at=a.updated_at,
     )
 
 
-def select_devices(session: Session, selector: str | None, *, search: str | None = None) -> list[Device]:
+def select_devices(
+    session: Session, selector: str | None, *, search: str | None = None
+) -> list[Device]:
     """Devices matching a selector and/or a name/id search, ordered by name.
 
     Raises:
@@ -142,7 +167,8 @@ def get_device(ctx: ServerContext, device_id: str, *, history: int = 50) -> Devi
         ).all()
         inventory = (
             InventoryOut(
-                fingerprint=snap.fingerprint, collected_at=snap.collected_at,
+                fingerprint=snap.fingerprint,
+                collected_at=snap.collected_at,
                 inventory=Inventory.model_validate(snap.document),
             )
             if snap
@@ -167,14 +193,17 @@ def inventory_history(ctx: ServerContext, device_id: str, *, limit: int = 50) ->
         )
         return [
             InventoryOut(
-                fingerprint=x.fingerprint, collected_at=x.collected_at,
+                fingerprint=x.fingerprint,
+                collected_at=x.collected_at,
                 inventory=Inventory.model_validate(x.document),
             )
             for x in snaps
         ]
 
 
-def patch_labels(ctx: ServerContext, device_id: str, patch: LabelsPatch, *, actor: str) -> DeviceOut:
+def patch_labels(
+    ctx: ServerContext, device_id: str, patch: LabelsPatch, *, actor: str
+) -> DeviceOut:
     now = ctx.clock()
     with ctx.db.write() as s:
         d = s.get(Device, device_id, with_for_update=True)
@@ -186,8 +215,14 @@ def patch_labels(ctx: ServerContext, device_id: str, patch: LabelsPatch, *, acto
         if labels != before:
             d.labels = labels
             audit.record(
-                s, at=now, actor=actor, action="device.label", target_type="device",
-                target_id=device_id, before={"labels": before}, after={"labels": labels},
+                s,
+                at=now,
+                actor=actor,
+                action="device.label",
+                target_type="device",
+                target_id=device_id,
+                before={"labels": before},
+                after={"labels": labels},
             )
         return device_out(ctx, d, now)
 
@@ -204,13 +239,21 @@ def revoke_device(ctx: ServerContext, device_id: str, *, actor: str, reason: str
             d.status = "revoked"
             s.execute(
                 update(DeviceCertificate)
-                .where(DeviceCertificate.device_id == device_id, DeviceCertificate.revoked_at.is_(None))
+                .where(
+                    DeviceCertificate.device_id == device_id, DeviceCertificate.revoked_at.is_(None)
+                )
                 .values(revoked_at=now)
             )
             d.rev += 1
             audit.record(
-                s, at=now, actor=actor, action="device.revoke", target_type="device",
-                target_id=device_id, before=before, after={"status": "revoked", "reason": reason},
+                s,
+                at=now,
+                actor=actor,
+                action="device.revoke",
+                target_type="device",
+                target_id=device_id,
+                before=before,
+                after={"status": "revoked", "reason": reason},
             )
         return device_out(ctx, d, now)
 
@@ -222,7 +265,9 @@ def summary(ctx: ServerContext) -> FleetSummary:
         states = summarize(_state(ctx, d, now) for d in devices)
         releases = Counter(d.installed_release or "(none)" for d in devices if d.status == "active")
         oses = Counter(
-            f"{d.os_name} {d.os_version}".strip() or "(unknown)" for d in devices if d.status == "active"
+            f"{d.os_name} {d.os_version}".strip() or "(unknown)"
+            for d in devices
+            if d.status == "active"
         )
         assignment_states = Counter(
             d.latest_assignment_state for d in devices if d.latest_assignment_state

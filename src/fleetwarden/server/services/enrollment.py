@@ -64,15 +64,26 @@ def enroll(ctx: ServerContext, body: EnrollRequest) -> EnrollResponse:
         s.flush()
         s.add(
             DeviceCertificate(
-                serial=serial, device_id=device_id, issued_at=now,
-                not_after=cert.not_valid_after_utc, pem=cert_pem,
+                serial=serial,
+                device_id=device_id,
+                issued_at=now,
+                not_after=cert.not_valid_after_utc,
+                pem=cert_pem,
             )
         )
         audit.record(
-            s, at=now, actor=f"device:{device_id}", action="device.enroll", target_type="device",
+            s,
+            at=now,
+            actor=f"device:{device_id}",
+            action="device.enroll",
+            target_type="device",
             target_id=device_id,
-            after={"name": body.hostname, "labels": device.labels, "cert_serial": serial,
-                   "enrollment_token_id": token.id},
+            after={
+                "name": body.hostname,
+                "labels": device.labels,
+                "cert_serial": serial,
+                "enrollment_token_id": token.id,
+            },
         )
     return EnrollResponse(
         device_id=device_id,
@@ -83,7 +94,9 @@ def enroll(ctx: ServerContext, body: EnrollRequest) -> EnrollResponse:
 
 
 def challenge(ctx: ServerContext) -> ChallengeResponse:
-    value = device_session.issue_challenge(ctx.secret, now=ctx.clock(), nonce=secrets.token_bytes(16))
+    value = device_session.issue_challenge(
+        ctx.secret, now=ctx.clock(), nonce=secrets.token_bytes(16)
+    )
     return ChallengeResponse(
         challenge=value, expires_in_seconds=ctx.settings.challenge_max_age_seconds
     )

@@ -96,8 +96,13 @@ def create_token(
     session.add(row)
     session.flush()
     audit.record(
-        session, at=now, actor=actor, action="token.create", target_type="api_token",
-        target_id=row.id, after={"name": body.name, "role": body.role.value},
+        session,
+        at=now,
+        actor=actor,
+        action="token.create",
+        target_type="api_token",
+        target_id=row.id,
+        after={"name": body.name, "role": body.role.value},
     )
     return TokenCreated(token=token, **TokenOut.model_validate(row).model_dump())
 
@@ -105,21 +110,26 @@ def create_token(
 def bootstrap_admin(session: Session, *, now: datetime, secret: str | None = None) -> str | None:
     """Create the first admin token if no active admin token exists; return it, else None."""
     active_admins = session.scalar(
-        select(func.count()).select_from(ApiToken).where(
-            ApiToken.role == Role.ADMIN.value, ApiToken.revoked_at.is_(None)
-        )
+        select(func.count())
+        .select_from(ApiToken)
+        .where(ApiToken.role == Role.ADMIN.value, ApiToken.revoked_at.is_(None))
     )
     if active_admins:
         return None
     created = create_token(
-        session, TokenCreate(name="bootstrap-admin", role=Role.ADMIN),
-        actor=audit.SYSTEM, now=now, secret=secret,
+        session,
+        TokenCreate(name="bootstrap-admin", role=Role.ADMIN),
+        actor=audit.SYSTEM,
+        now=now,
+        secret=secret,
     )
     return created.token
 
 
 def list_tokens(session: Session) -> list[TokenOut]:
-    return [TokenOut.model_validate(r) for r in session.scalars(select(ApiToken).order_by(ApiToken.id))]
+    return [
+        TokenOut.model_validate(r) for r in session.scalars(select(ApiToken).order_by(ApiToken.id))
+    ]
 
 
 def revoke_token(session: Session, token_id: int, *, actor: str, now: datetime) -> TokenOut:
@@ -129,8 +139,14 @@ def revoke_token(session: Session, token_id: int, *, actor: str, now: datetime) 
     if row.revoked_at is None:
         row.revoked_at = now
         audit.record(
-            session, at=now, actor=actor, action="token.revoke", target_type="api_token",
-            target_id=row.id, before={"revoked_at": None}, after={"revoked_at": now.isoformat()},
+            session,
+            at=now,
+            actor=actor,
+            action="token.revoke",
+            target_type="api_token",
+            target_id=row.id,
+            before={"revoked_at": None},
+            after={"revoked_at": now.isoformat()},
         )
     return TokenOut.model_validate(row)
 
@@ -152,8 +168,12 @@ def create_enrollment_token(
     session.add(row)
     session.flush()
     audit.record(
-        session, at=now, actor=actor, action="enrollment_token.create",
-        target_type="enrollment_token", target_id=row.id,
+        session,
+        at=now,
+        actor=actor,
+        action="enrollment_token.create",
+        target_type="enrollment_token",
+        target_id=row.id,
         after={"uses": body.uses, "expires_at": row.expires_at.isoformat(), "labels": row.labels},
     )
     return EnrollmentTokenCreated(
@@ -190,5 +210,7 @@ def consume_enrollment_token(session: Session, token: str, *, now: datetime) -> 
 
 
 def ensure_unused_name(session: Session, name: str) -> None:
-    if session.scalar(select(ApiToken.id).where(ApiToken.name == name, ApiToken.revoked_at.is_(None))):
+    if session.scalar(
+        select(ApiToken.id).where(ApiToken.name == name, ApiToken.revoked_at.is_(None))
+    ):
         raise ConflictError(f"an active token named {name!r} exists")

@@ -31,7 +31,7 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 Ctx = Annotated[ServerContext, Depends(context)]
 
 
-class _LoginRequired(Exception):  # noqa: N818 - a control-flow signal, not an error
+class _LoginRequired(Exception):
     pass
 
 
@@ -68,7 +68,10 @@ def login_page(request: Request, next: str = "/ui/") -> Response:  # noqa: A002
 
 @router.post("/login")
 def login(
-    request: Request, ctx: Ctx, token: Annotated[str, Form()], next: Annotated[str, Form()] = "/ui/"  # noqa: A002
+    request: Request,
+    ctx: Ctx,
+    token: Annotated[str, Form()],
+    next: Annotated[str, Form()] = "/ui/",  # noqa: A002
 ) -> Response:
     try:
         with ctx.db.read() as s:
@@ -80,8 +83,13 @@ def login(
     target = next if next.startswith("/ui/") else "/ui/"  # never redirect off-site
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
-        COOKIE, token.strip(), httponly=True, samesite="strict",
-        secure=request.url.scheme == "https", path="/ui", max_age=12 * 3600,
+        COOKIE,
+        token.strip(),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/ui",
+        max_age=12 * 3600,
     )
     return response
 
@@ -117,15 +125,23 @@ def device_list(
     error = None
     try:
         page = devices.list_devices(
-            ctx, search=q or None, selector=selector or None,
+            ctx,
+            search=q or None,
+            selector=selector or None,
             state=DeviceState(state) if state in DeviceState.__members__.values() else None,
             limit=500,
         )
     except SelectorError as e:
         page, error = None, str(e)
     context_ = {
-        "who": who, "page_data": page, "q": q, "selector": selector, "state": state,
-        "states": [s.value for s in DeviceState], "error": error, "page": "devices",
+        "who": who,
+        "page_data": page,
+        "q": q,
+        "selector": selector,
+        "state": state,
+        "states": [s.value for s in DeviceState],
+        "error": error,
+        "page": "devices",
     }
     name = "_device_rows.html" if request.headers.get("hx-request") else "devices.html"
     return templates.TemplateResponse(request, name, context_)
