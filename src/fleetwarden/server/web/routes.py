@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -40,10 +40,20 @@ def mount_static(app: FastAPI) -> None:
 
     @app.exception_handler(_LoginRequired)
     async def _to_login(request: Request, _exc: _LoginRequired) -> Response:
-        target = quote(request.url.path)
         if request.headers.get("hx-request"):
-            return Response(status_code=401, headers={"HX-Redirect": f"/ui/login?next={target}"})
-        return RedirectResponse(f"/ui/login?next={target}", status_code=303)
+            # Come back to the page the operator was looking at, not to the fragment that
+            # htmx was fetching for it (the overview refresh, a device-list filter).
+            url = urlsplit(request.headers.get("hx-current-url", ""))
+            back = url.path + (f"?{url.query}" if url.query else "")
+            login = f"/ui/login?next={quote(_local(back), safe='/')}"
+            return Response(status_code=401, headers={"HX-Redirect": login})
+        back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/ui/login?next={quote(back, safe='/')}", status_code=303)
+
+
+def _local(target: str) -> str:
+    """Where to go after login: a dashboard page, never off-site."""
+    return target if target.startswith("/ui/") else "/ui/"
 
 
 def viewer(request: Request) -> Principal:
@@ -80,8 +90,7 @@ def login(
         return templates.TemplateResponse(
             request, "login.html", {"next": next, "error": str(e)}, status_code=401
         )
-    target = next if next.startswith("/ui/") else "/ui/"  # never redirect off-site
-    response = RedirectResponse(target, status_code=303)
+    response = RedirectResponse(_local(next), status_code=303)
     response.set_cookie(
         COOKIE,
         token.strip(),
@@ -143,8 +152,16 @@ def device_list(
         "error": error,
         "page": "devices",
     }
-    name = "_device_rows.html" if request.headers.get("hx-request") else "devices.html"
-    return templates.TemplateResponse(request, name, context_)
+    # htmx swaps only the rows in, but pushes the URL: when the browser comes back to that URL
+    # (history restore, back button, reload) it must get the whole page, and its cache must
+    # not hand a full-page navigation the fragment it stored for the same URL.
+    fragment = bool(request.headers.get("hx-request")) and not request.headers.get(
+        "hx-history-restore-request"
+    )
+    name = "_device_rows.html" if fragment else "devices.html"
+    response = templates.TemplateResponse(request, name, context_)
+    response.headers["Vary"] = "HX-Request, HX-History-Restore-Request"
+    return response
 
 
 @router.get("/devices/{device_id}", response_class=HTMLResponse)
