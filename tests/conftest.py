@@ -92,7 +92,7 @@ def _pg_template() -> _PgTemplate:
             engine = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
             with engine.connect() as c:
                 c.execute(sa.text("SELECT 1"))
-        except Exception as e:  # noqa: BLE001 - any failure means "no PostgreSQL here"
+        except Exception as e:  # any failure means "no PostgreSQL here"
             _pg_state["error"] = RuntimeError(f"PostgreSQL at {PG_ADMIN_URL} unreachable: {e}")
             raise _pg_state["error"] from e
         name = f"fwtpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
@@ -180,8 +180,10 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 def make_token(ctx: ServerContext, role: Role, name: str | None = None) -> str:
     with ctx.db.write() as s:
         return tokens.create_token(
-            s, TokenCreate(name=name or f"{role.value}-{uuid.uuid4().hex[:6]}", role=role),
-            actor="test", now=ctx.clock(),
+            s,
+            TokenCreate(name=name or f"{role.value}-{uuid.uuid4().hex[:6]}", role=role),
+            actor="test",
+            now=ctx.clock(),
         ).token
 
 
@@ -230,7 +232,9 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
             pytest.fail("live server did not start")
         time.sleep(0.02)
     try:
-        yield LiveServer(f"http://127.0.0.1:{port}", app, make_token(app.state.ctx, Role.ADMIN, "admin"))
+        yield LiveServer(
+            f"http://127.0.0.1:{port}", app, make_token(app.state.ctx, Role.ADMIN, "admin")
+        )
     finally:
         server.should_exit = True
         thread.join(15)

@@ -44,3 +44,21 @@ def init_dpkg_root(root: Path) -> Path:
         (admin / f).touch()
     (root / "etc").mkdir(exist_ok=True)
     return root
+
+
+def installed_version(root: Path, name: str) -> str | None:
+    """The version dpkg records as installed under ``root``, or None."""
+    out = subprocess.run(
+        [
+            "dpkg-query",
+            f"--admindir={root}/var/lib/dpkg",
+            "-W",
+            "-f=${db:Status-Abbrev}|${Version}",
+            name,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    status, _, version = out.stdout.partition("|")
+    return version if status.startswith("ii") else None

@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import require_tool
-from tests.debs import build_deb, init_dpkg_root
+from tests.debs import build_deb, init_dpkg_root, installed_version
 from tests.e2e.conftest import start_agent, wait_for
-
 from tests.helpers import deploy, release, upload
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -87,12 +86,12 @@ def test_kill_at_step_boundary(server_process, tmp_path, step):
 
         agent = start_agent(server_process, data, root)
         try:
-            result = wait_for(
-                lambda: (lambda a: a if a and a["release"] == "crashy@2.0" else None)(
-                    final_state()
-                ),
-                what=f"outcome after kill at {step}\n{agent.output()}",
-            )
+
+            def v2_final():
+                a = final_state()
+                return a if a and a["release"] == "crashy@2.0" else None
+
+            result = wait_for(v2_final, what=f"outcome after kill at {step}\n{agent.output()}")
         finally:
             agent.stop()
         assert result["state"] == OUTCOMES[step], result
@@ -117,21 +116,3 @@ def test_kill_at_step_boundary(server_process, tmp_path, step):
 
 def installed_pkg(root):
     return installed_version(root, "crashy")
-
-
-def installed_version(root, name):
-    import subprocess
-
-    out = subprocess.run(
-        [
-            "dpkg-query",
-            f"--admindir={root}/var/lib/dpkg",
-            "-W",
-            "-f=${db:Status-Abbrev}|${Version}",
-            name,
-        ],
-        capture_output=True,
-        text=True,
-    )
-    status, _, version = out.stdout.partition("|")
-    return version if status.startswith("ii") else None

@@ -3,12 +3,10 @@ into a scratch root, upgrade, and roll back a release whose health check fails."
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 from tests.conftest import require_tool
-from tests.debs import build_deb, init_dpkg_root
+from tests.debs import build_deb, init_dpkg_root, installed_version
 from tests.e2e.conftest import start_agent, wait_for
 from tests.helpers import deploy, release, upload
 
@@ -33,19 +31,7 @@ def hello(tmp_path, version: str, healthy: bool = True):
 
 
 def installed(root) -> str | None:
-    out = subprocess.run(
-        [
-            "dpkg-query",
-            f"--admindir={root}/var/lib/dpkg",
-            "-W",
-            "-f=${db:Status-Abbrev}|${Version}",
-            "hello-app",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    status, _, version = out.stdout.partition("|")
-    return version if status.startswith("ii") else None
+    return installed_version(root, "hello-app")
 
 
 def test_enroll_deploy_upgrade_and_roll_back(server_process, tmp_path):
