@@ -130,6 +130,7 @@ class DeviceOut(_Out):
     site: str
     zone: str
     hardware_model: str
+    arch: str
     os_name: str
     os_version: str
     kernel: str

@@ -83,6 +83,7 @@ def device_out(ctx: ServerContext, d: Device, now: datetime) -> DeviceOut:
         site=d.site,
         zone=d.zone,
         hardware_model=d.hardware_model,
+        arch=d.arch,
         os_name=d.os_name,
         os_version=d.os_version,
         kernel=d.kernel,
@@ -275,7 +276,12 @@ def summary(ctx: ServerContext) -> FleetSummary:
     return FleetSummary(
         total=len(devices),
         states={k.value: v for k, v in states.items()},
-        releases=dict(releases.most_common()),
-        os_versions=dict(oses.most_common()),
-        assignments=dict(assignment_states.most_common()),
+        releases=_ranked(releases),
+        os_versions=_ranked(oses),
+        assignments=_ranked(assignment_states),
     )
+
+
+def _ranked(counts: Counter[str]) -> dict[str, int]:
+    """Highest count first, ties by name: a stable order for dashboards and diffs."""
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

@@ -26,6 +26,8 @@ _HERE = Path(__file__).parent
 COOKIE = "fw_token"
 templates = Jinja2Templates(directory=_HERE / "templates")
 templates.env.globals["version"] = fleetwarden.__version__
+# Times are stored and shown in UTC, and say so: fleets span time zones.
+templates.env.filters["ts"] = lambda dt: dt.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 Ctx = Annotated[ServerContext, Depends(context)]
