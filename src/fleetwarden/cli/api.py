@@ -33,6 +33,9 @@ class ApiClient:
         self.http.headers.update(headers)
         self.server = server
 
+    def close(self) -> None:
+        self.http.close()
+
     def request(self, method: str, path: str, **kw: Any) -> Any:
         try:
             resp = self.http.request(method, path, **kw)

@@ -87,8 +87,13 @@ def _run(fn: Callable[[], Any]) -> Any:
         fail(e)
 
 
-def _client(server: str, token: str | None) -> ApiClient:
-    return ApiClient(server, token)
+def _with(server: str, token: str | None, fn: Callable[[ApiClient], Any]) -> Any:
+    """Run one API call (or a few) with a client that is closed afterwards."""
+    client = ApiClient(server, token)
+    try:
+        return _run(lambda: fn(client))
+    finally:
+        client.close()
 
 
 def _emit(
@@ -143,10 +148,10 @@ def device_list(
     limit: int = 100,
 ) -> None:
     """List devices, optionally filtered by selector, name search or state."""
-    page = _run(
-        lambda: _client(server, token).get(
-            "/api/v1/devices", selector=selector, q=search, state=state, limit=limit
-        )
+    page = _with(
+        server,
+        token,
+        lambda c: c.get("/api/v1/devices", selector=selector, q=search, state=state, limit=limit),
     )
     _emit(page["items"], output, DEVICE_COLUMNS, title=f"{page['total']} devices")
 
@@ -156,7 +161,7 @@ def device_show(
     device_id: str, server: Server = DEFAULT_SERVER, token: Token = None, output: Output = "table"
 ) -> None:
     """One device: identity, inventory and assignment history."""
-    d = _run(lambda: _client(server, token).get(f"/api/v1/devices/{device_id}"))
+    d = _with(server, token, lambda c: c.get(f"/api/v1/devices/{device_id}"))
     if output == "json":
         _emit(d, output, [])
         return
@@ -187,7 +192,7 @@ def device_label(
             body["set"][k] = v
         else:
             fail(errors.InputError(f"expected key=value or key-, got {item!r}"))
-    d = _run(lambda: _client(server, token).patch(f"/api/v1/devices/{device_id}/labels", body))
+    d = _with(server, token, lambda c: c.patch(f"/api/v1/devices/{device_id}/labels", body))
     _emit(d, output, [*DEVICE_COLUMNS, ("Labels", "labels")])
 
 
@@ -196,7 +201,7 @@ def device_revoke(
     device_id: str, server: Server = DEFAULT_SERVER, token: Token = None, output: Output = "table"
 ) -> None:
     """Revoke a device and its certificate (takes effect on its next request)."""
-    d = _run(lambda: _client(server, token).post(f"/api/v1/devices/{device_id}/revoke"))
+    d = _with(server, token, lambda c: c.post(f"/api/v1/devices/{device_id}/revoke"))
     _emit(d, output, DEVICE_COLUMNS)
 
 
@@ -221,10 +226,12 @@ def token_create(
     output: Output = "table",
 ) -> None:
     """Create an API token; its value is printed once."""
-    t = _run(
-        lambda: _client(server, token).post(
+    t = _with(
+        server,
+        token,
+        lambda c: c.post(
             "/api/v1/tokens", {"name": name, "role": role, "expires_in_days": expires_in_days}
-        )
+        ),
     )
     if output == "json":
         _emit(t, output, [])
@@ -236,7 +243,7 @@ def token_create(
 def token_list(
     server: Server = DEFAULT_SERVER, token: Token = None, output: Output = "table"
 ) -> None:
-    _emit(_run(lambda: _client(server, token).get("/api/v1/tokens")), output, TOKEN_COLUMNS)
+    _emit(_with(server, token, lambda c: c.get("/api/v1/tokens")), output, TOKEN_COLUMNS)
 
 
 @token_app.command("revoke")
@@ -244,7 +251,7 @@ def token_revoke(
     token_id: int, server: Server = DEFAULT_SERVER, token: Token = None, output: Output = "table"
 ) -> None:
     _emit(
-        _run(lambda: _client(server, token).post(f"/api/v1/tokens/{token_id}/revoke")),
+        _with(server, token, lambda c: c.post(f"/api/v1/tokens/{token_id}/revoke")),
         output,
         TOKEN_COLUMNS,
     )
@@ -263,11 +270,13 @@ def enroll_token_create(
 ) -> None:
     """Create an enrollment token for `fleetwarden agent --enroll-token`."""
     labels = dict(item.split("=", 1) for item in (label or []) if "=" in item)
-    t = _run(
-        lambda: _client(server, token).post(
+    t = _with(
+        server,
+        token,
+        lambda c: c.post(
             "/api/v1/enrollment-tokens",
             {"uses": uses, "expires_in_hours": expires_in_hours, "labels": labels},
-        )
+        ),
     )
     if output == "json":
         _emit(t, output, [])
@@ -314,7 +323,6 @@ def artifact_upload(
     output: Output = "table",
 ) -> None:
     """Upload a file (streamed, with a progress bar; the server checks its SHA-256)."""
-    client = _client(server, token)
     params = {
         "name": name,
         "version": version,
@@ -332,10 +340,12 @@ def artifact_upload(
         transient=True,
     ) as bar:
         task = bar.add_task(f"uploading {file.name}", total=file.stat().st_size)
-        a = _run(
-            lambda: client.upload(
+        a = _with(
+            server,
+            token,
+            lambda c: c.upload(
                 file, params, sha256=digest, progress=lambda n: bar.advance(task, n)
-            )
+            ),
         )
     _emit(a, output, ARTIFACT_COLUMNS)
 
@@ -344,7 +354,7 @@ def artifact_upload(
 def artifact_list(
     server: Server = DEFAULT_SERVER, token: Token = None, output: Output = "table"
 ) -> None:
-    _emit(_run(lambda: _client(server, token).get("/api/v1/artifacts")), output, ARTIFACT_COLUMNS)
+    _emit(_with(server, token, lambda c: c.get("/api/v1/artifacts")), output, ARTIFACT_COLUMNS)
 
 
 RELEASE_COLUMNS = [
@@ -384,7 +394,7 @@ def release_create(
         "description": description,
         "health_checks": [{"command": ["sh", "-c", c]} for c in (health_check or [])],
     }
-    r = _run(lambda: _client(server, token).post("/api/v1/releases", body))
+    r = _with(server, token, lambda c: c.post("/api/v1/releases", body))
     _emit(_with_names(r), output, RELEASE_COLUMNS)
 
 
@@ -392,7 +402,7 @@ def release_create(
 def release_list(
     server: Server = DEFAULT_SERVER, token: Token = None, output: Output = "table"
 ) -> None:
-    rows = [_with_names(r) for r in _run(lambda: _client(server, token).get("/api/v1/releases"))]
+    rows = [_with_names(r) for r in _with(server, token, lambda c: c.get("/api/v1/releases"))]
     _emit(rows, output, RELEASE_COLUMNS)
 
 
@@ -425,14 +435,13 @@ def deploy(
     output: Output = "table",
 ) -> None:
     """Assign a release to devices chosen by selector and/or id."""
-    client = _client(server, token)
-    rel = _run(lambda: client.get(f"/api/v1/releases/{release}"))
-    d = _run(
-        lambda: client.post(
-            "/api/v1/deployments",
-            {"release_id": rel["id"], "selector": selector, "devices": device, "force": force},
-        )
-    )
+
+    def create(c: ApiClient) -> Any:
+        rel = c.get(f"/api/v1/releases/{release}")
+        body = {"release_id": rel["id"], "selector": selector, "devices": device, "force": force}
+        return c.post("/api/v1/deployments", body)
+
+    d = _with(server, token, create)
     if output == "json":
         _emit(d, output, [])
         return
@@ -451,10 +460,12 @@ def assignment_list(
     token: Token = None,
     output: Output = "table",
 ) -> None:
-    rows = _run(
-        lambda: _client(server, token).get(
+    rows = _with(
+        server,
+        token,
+        lambda c: c.get(
             "/api/v1/assignments", device=device, deployment=deployment, state=state, limit=limit
-        )
+        ),
     )
     _emit(rows, output, ASSIGNMENT_COLUMNS)
 
@@ -468,7 +479,7 @@ def assignment_cancel(
 ) -> None:
     """Withdraw an assignment that has not started installing."""
     _emit(
-        _run(lambda: _client(server, token).post(f"/api/v1/assignments/{assignment_id}/cancel")),
+        _with(server, token, lambda c: c.post(f"/api/v1/assignments/{assignment_id}/cancel")),
         output,
         ASSIGNMENT_COLUMNS,
     )
@@ -484,14 +495,16 @@ def audit_list(
     token: Token = None,
     output: Output = "table",
 ) -> None:
-    rows = _run(
-        lambda: _client(server, token).get(
+    rows = _with(
+        server,
+        token,
+        lambda c: c.get(
             "/api/v1/audit",
             target_type=target_type,
             target_id=target_id,
             action=action,
             limit=limit,
-        )
+        ),
     )
     _emit(
         rows,
