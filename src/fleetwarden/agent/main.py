@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import signal
 import threading
 
 import httpx
 
 import fleetwarden
+from fleetwarden.errors import ConfigError
 from fleetwarden.agent.client import DeviceClient
 from fleetwarden.agent.config import AgentConfig
 from fleetwarden.agent.health import CommandHealthChecker
@@ -23,7 +25,12 @@ __all__ = ["build_agent", "run"]
 
 def build_agent(config: AgentConfig, http: httpx.Client | None = None) -> Agent:
     if http is None:
-        verify: str | bool = str(config.server_ca_file) if config.server_ca_file else True
+        verify: ssl.SSLContext | bool = True
+        if config.server_ca_file is not None:
+            try:
+                verify = ssl.create_default_context(cafile=str(config.server_ca_file))
+            except (OSError, ssl.SSLError) as e:
+                raise ConfigError(f"cannot load server_ca_file {config.server_ca_file}: {e}") from e
         http = httpx.Client(
             base_url=config.server,
             verify=verify,
