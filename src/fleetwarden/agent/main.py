@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import ssl
 import signal
+import ssl
 import threading
 
 import httpx
 
 import fleetwarden
-from fleetwarden.errors import ConfigError
 from fleetwarden.agent.client import DeviceClient
 from fleetwarden.agent.config import AgentConfig
 from fleetwarden.agent.health import CommandHealthChecker
@@ -18,6 +17,7 @@ from fleetwarden.agent.installers import default_installers
 from fleetwarden.agent.inventory import SystemInventory
 from fleetwarden.agent.loop import Agent, run_forever
 from fleetwarden.agent.store import FileStore
+from fleetwarden.errors import ConfigError
 from fleetwarden.protocol.device import Inventory
 
 __all__ = ["build_agent", "run"]
