@@ -262,11 +262,6 @@ CRAFTED = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=FOREIGN_FROM_ISSUE,
-    reason="bug: DeviceCA.issue lets ValueError/UnsupportedAlgorithm/InvalidVersion escape",
-)
 @pytest.mark.parametrize("name", sorted(CRAFTED))
 def test_crafted_csr_raises_only_input_or_verification_error(ca, key, name):
     """DeviceCA.issue raises InputError or VerificationError for any CSR.
@@ -282,11 +277,6 @@ def test_crafted_csr_raises_only_input_or_verification_error(ca, key, name):
         _issue(ca, csr_pem)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=x509.InvalidVersion,
-    reason="bug: load_csr catches ValueError/TypeError, but InvalidVersion is neither",
-)
 def test_load_csr_with_unknown_version_is_an_input_error(key):
     """load_csr: every failure is an InputError."""
     with pytest.raises(InputError):
@@ -319,11 +309,6 @@ def test_issue_fuzz_bytes(ca, data):
     assert _issue_or_reject(ca, data) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=FOREIGN_FROM_ISSUE,
-    reason="bug: DeviceCA.issue lets ValueError/UnsupportedAlgorithm/InvalidVersion escape",
-)
 @given(st.data())
 @settings(crypto_settings, derandomize=True, report_multiple_bugs=False)
 def test_issue_fuzz_mutated_csr(ca, key, csr_der, data):

@@ -26,11 +26,12 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -58,11 +59,21 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def _unb64(text: str) -> bytes:
+    """Strict unpadded base64url: exactly one string encodes each value, so a token is one
+    string (no padding, other alphabets or non-zero spare bits are accepted)."""
+    if not _B64URL.fullmatch(text):
+        raise AuthenticationError("malformed token")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError) as e:
         raise AuthenticationError("malformed token") from e
+    if _b64(data) != text:
+        raise AuthenticationError("malformed token")
+    return data
 
 
 def _mac(secret: bytes, purpose: bytes, payload: bytes) -> bytes:
@@ -92,9 +103,10 @@ def verify_challenge(secret: bytes, challenge: str, *, now: datetime, max_age: t
     payload = _open(secret, b"challenge", challenge)
     try:
         issued = datetime.fromtimestamp(int(payload.split(b"|", 1)[0]), UTC)
+        fresh = issued - timedelta(seconds=5) <= now <= issued + max_age
     except (ValueError, OverflowError, OSError) as e:
         raise AuthenticationError("malformed challenge") from e
-    if not (issued - timedelta(seconds=5) <= now <= issued + max_age):
+    if not fresh:
         raise AuthenticationError("challenge expired; request a new one")
 
 
@@ -106,6 +118,8 @@ class SessionClaims:
 
 
 def issue_token(secret: bytes, claims: SessionClaims) -> str:
+    if "|" in claims.device_id or "|" in claims.cert_serial:
+        raise ValueError("device ids and serials never contain '|'")
     payload = f"{claims.device_id}|{claims.cert_serial}|{int(claims.expires.timestamp())}"
     return _seal(secret, b"session", payload.encode())
 
@@ -175,10 +189,11 @@ def verify_proof(
     verify_challenge(secret, challenge, now=now, max_age=max_age)
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
-    except ValueError as e:
-        raise AuthenticationError("certificate is not a PEM X.509 certificate") from e
-    device_id = verify_device_certificate(cert, ca, now=now)
-    public_key = cert.public_key()
+        device_id = verify_device_certificate(cert, ca, now=now)
+        public_key = cert.public_key()
+    except (ValueError, TypeError, x509.InvalidVersion, UnsupportedAlgorithm) as e:
+        # Malformed or unsupported certificates are an authentication failure (rule 5).
+        raise AuthenticationError(f"certificate cannot be used: {e}") from e
     if not isinstance(public_key, ec.EllipticCurvePublicKey):
         raise AuthenticationError("device keys must be ECDSA")
     try:

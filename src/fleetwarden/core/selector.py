@@ -10,14 +10,18 @@ Grammar (keywords are case-insensitive, whitespace is free)::
                     | ("notin" | "not in") "(" VALUE ("," VALUE)* ")" ]
 
 A bare ``KEY`` means "the key is present"; ``!KEY`` means it is absent. VALUE is a bare word
-(letters, digits and ``_ . - / : + @``) or a single- or double-quoted string. Examples::
+(letters, digits and ``_ . - / : + @``) or a single- or double-quoted string in which a
+backslash escapes the next character (``"say \\"hi\\""``). Examples::
 
     site in (berlin,paris) and model=gw-200
     canary=true, not site=lab
     (zone=eu-1 or zone=eu-2) and !decommissioned
 
 Rules:
-  1. ``parse(render(ast)) == ast`` for every AST: the canonical rendering is a stable key.
+  1. ``parse(render(ast)) == ast`` for every AST ``parse`` returns (and every AST whose
+     rendering is within the length limit): the canonical rendering is a stable key. The
+     input limit (4096, enforced at the API) is far below the parser's own, so rendering a
+     parsed selector — which may add spaces — always parses again.
   2. A key that a device does not have never equals anything: ``k!=v`` and ``k notin (..)``
      are true for it, matching Kubernetes label-selector semantics.
   3. Every syntax error names its position in the input.
@@ -83,7 +87,9 @@ Selector: TypeAlias = Eq | In | Exists | Not | And | Or
 _KEY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-/]*")
 _WORD_RE = re.compile(r"[A-Za-z0-9_.\-/:+@]+")
 _KEYWORDS = frozenset({"and", "or", "not", "in", "notin"})
-_MAX_LENGTH = 4096
+#: The parser's own bound: a guard against abuse, well above the 4096 characters the APIs
+#: accept, so that the canonical rendering of any accepted selector parses again (rule 1).
+_MAX_LENGTH = 65536
 _MAX_DEPTH = 64
 
 
@@ -108,11 +114,9 @@ def _tokenize(text: str) -> list[_Token]:
             tokens.append(_Token("op", ch, i))
             i += 1
         elif ch in "'\"":
-            end = text.find(ch, i + 1)
-            if end < 0:
-                raise SelectorError("unterminated quoted string", i)
-            tokens.append(_Token("string", text[i + 1 : end], i))
-            i = end + 1
+            value, end = _quoted(text, i)
+            tokens.append(_Token("string", value, i))
+            i = end
         else:
             m = _WORD_RE.match(text, i)
             if m is None:
@@ -121,6 +125,24 @@ def _tokenize(text: str) -> list[_Token]:
             i = m.end()
     tokens.append(_Token("end", "", len(text)))
     return tokens
+
+
+def _quoted(text: str, start: int) -> tuple[str, int]:
+    """The value of the quoted string at ``start`` and the index just after it."""
+    quote = text[start]
+    out: list[str] = []
+    i = start + 1
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            out.append(text[i + 1])
+            i += 2
+        elif ch == quote:
+            return "".join(out), i + 1
+        else:
+            out.append(ch)
+            i += 1
+    raise SelectorError("unterminated quoted string", start)
 
 
 class _Parser:
@@ -251,11 +273,11 @@ def parse(text: str) -> Selector:
 def _render_value(value: str) -> str:
     if _WORD_RE.fullmatch(value) and value.lower() not in _KEYWORDS:
         return value
-    quote = "'" if "'" not in value else '"'
-    return f"{quote}{value}{quote}"
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
 
 
-def render(node: Selector) -> str:  # noqa: PLR0911 - one return per node kind
+def render(node: Selector) -> str:
     """Canonical text of a selector; ``parse(render(x)) == x``."""
     match node:
         case Eq(key, value):
@@ -270,6 +292,9 @@ def render(node: Selector) -> str:  # noqa: PLR0911 - one return per node kind
             return f"{key}!={_render_value(value)}"
         case Not(In(key, values)):
             return f"{key} notin ({','.join(_render_value(v) for v in values)})"
+        case Not(Not() as operand):
+            # No parentheses around a unary operand: they would double the nesting depth.
+            return f"not {render(operand)}"
         case Not(operand):
             return f"not ({render(operand)})"
         case And(operands):

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -105,13 +106,17 @@ class DeviceCA:
             VerificationError: the CSR's self-signature does not verify (no proof of possession).
         """
         csr = load_csr(csr_pem)
-        public_key = csr.public_key()
+        try:
+            public_key = csr.public_key()
+            signature_ok = csr.is_signature_valid
+        except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+            raise InputError(f"csr carries a key that cannot be used: {e}") from e
         if not (
             isinstance(public_key, ec.EllipticCurvePublicKey)
             and isinstance(public_key.curve, _ALLOWED_CURVES)
         ):
             raise InputError("device keys must be ECDSA P-256 or P-384")
-        if not csr.is_signature_valid:
+        if not signature_ok:
             raise VerificationError("CSR signature does not verify: no proof of key possession")
         return (
             x509.CertificateBuilder()
@@ -155,7 +160,7 @@ def load_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:
     """Parse an untrusted PEM CSR; every failure is an ``InputError``."""
     try:
         return x509.load_pem_x509_csr(csr_pem)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, x509.InvalidVersion, UnsupportedAlgorithm) as e:
         raise InputError("csr is not a PEM certificate signing request") from e
 
 
