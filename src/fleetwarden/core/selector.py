@@ -286,17 +286,8 @@ def render(node: Selector) -> str:
             return f"{key} in ({','.join(_render_value(v) for v in values)})"
         case Exists(key):
             return key
-        case Not(Exists(key)):
-            return f"!{key}"
-        case Not(Eq(key, value)):
-            return f"{key}!={_render_value(value)}"
-        case Not(In(key, values)):
-            return f"{key} notin ({','.join(_render_value(v) for v in values)})"
-        case Not(Not() as operand):
-            # No parentheses around a unary operand: they would double the nesting depth.
-            return f"not {render(operand)}"
         case Not(operand):
-            return f"not ({render(operand)})"
+            return _render_not(operand)
         case And(operands):
             return " and ".join(
                 f"({render(o)})" if isinstance(o, Or) else render(o) for o in operands
@@ -304,6 +295,20 @@ def render(node: Selector) -> str:
         case Or(operands):
             return " or ".join(render(o) for o in operands)
     raise TypeError(f"not a selector node: {node!r}")  # pragma: no cover
+
+
+def _render_not(operand: Selector) -> str:
+    match operand:
+        case Exists(key):
+            return f"!{key}"
+        case Eq(key, value):
+            return f"{key}!={_render_value(value)}"
+        case In(key, values):
+            return f"{key} notin ({','.join(_render_value(v) for v in values)})"
+        case Not():
+            # No parentheses around a unary operand: they would double the nesting depth.
+            return f"not {render(operand)}"
+    return f"not ({render(operand)})"
 
 
 def matches(node: Selector, attributes: Mapping[str, str]) -> bool:
