@@ -35,6 +35,12 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            if self.url.database not in (None, "", ":memory:"):
+                # The device poll reads on the event loop (api/device.py): a checkout must never
+                # wait for a connection, so the pool has no upper bound (a SQLite connection is
+                # a file handle; the threads that can hold one at once bound their number).
+                # Sixteen stay open, so a busy thread pool does not reconnect for every request.
+                kwargs.update(pool_size=16, max_overflow=-1)
         else:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
         self.engine: Engine = create_engine(self.url, **kwargs)

@@ -65,6 +65,14 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self._poll_children: dict[str, Any] = {}
+
+    def count_poll(self, result: str) -> None:
+        """``polls.labels(result).inc()``, resolving each labelled child once (hot path)."""
+        child = self._poll_children.get(result)
+        if child is None:
+            child = self._poll_children[result] = self.polls.labels(result)
+        child.inc()
 
     def attach_fleet(self, snapshot: Callable[[], FleetSnapshot]) -> None:
         self.registry.register(FleetCollector(snapshot))
@@ -80,6 +88,9 @@ class RequestMetricsMiddleware:
     def __init__(self, app: Any, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # Resolving a labelled child takes a lock and a validation on every call, so each is
+        # resolved once (the counter keeps every child it ever made anyway).
+        self._children: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -96,6 +107,9 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, _send)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
+            key = (scope["method"], getattr(scope.get("route"), "path", "unmatched"), status)
+            child = self._children.get(key)
+            if child is None:
+                child = self.metrics.requests.labels(key[0], key[1], str(status))
+                self._children[key] = child
+            child.inc()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -37,7 +38,19 @@ def bootstrap_admin_token(settings: Settings) -> str | None:
 
 def _worker_app() -> FastAPI:
     """Factory for extra worker processes, which receive the settings through the env."""
-    return create_app(Settings.model_validate_json(os.environ[_SETTINGS_ENV]))
+    return _frozen(create_app(Settings.model_validate_json(os.environ[_SETTINGS_ENV])))
+
+
+def _frozen(app: FastAPI) -> FastAPI:
+    """Exempt everything built at start-up from garbage collection, just before serving.
+
+    Modules, models, routes and metadata are a few hundred thousand objects that live as long
+    as the process; left in the collector's oldest generation, every full collection walks all
+    of them again (tens of milliseconds each, a latency spike for the requests waiting).
+    """
+    gc.collect()
+    gc.freeze()
+    return app
 
 
 def serve(settings: Settings, *, announce: Callable[[str], None] | None = None) -> None:
@@ -68,4 +81,4 @@ def serve(settings: Settings, *, announce: Callable[[str], None] | None = None) 
             "fleetwarden.server.run:_worker_app", factory=True, workers=settings.workers, **common
         )
     else:
-        uvicorn.run(create_app(settings), **common)
+        uvicorn.run(_frozen(create_app(settings)), **common)
