@@ -83,8 +83,9 @@ def create_app(
     )
     app.state.ctx = ctx
     install_error_handlers(app)
-    app.include_router(operator.router)
+    # Devices first: routing tries routes in order, and the device poll is the hot path.
     app.include_router(device.router)
+    app.include_router(operator.router)
     from fleetwarden.server.web import routes as web
 
     app.include_router(web.router)

@@ -1,8 +1,11 @@
 """Database engine and units of work, for SQLite (default) and PostgreSQL.
 
-``Database.read()`` and ``Database.write()`` are the only ways services touch the database.
-A write unit of work commits once at the end (or rolls back on any exception), so a service's
-change and its audit record land together or not at all.
+``Database.read()`` and ``Database.write()`` are the ways services touch the database. A write
+unit of work commits once at the end (or rolls back on any exception), so a service's change
+and its audit record land together or not at all. One documented exception: the device
+session check on every device request (``services.device_api._read_device_row``) runs a
+single prebuilt SELECT on a pooled connection without a session, because it is the hot path
+and a one-statement read needs no transaction.
 
 SQLite specifics: WAL journal (readers never block the writer), ``busy_timeout`` so concurrent
 writers queue instead of failing, foreign keys on, and write transactions opened with
