@@ -6,34 +6,15 @@ a temp file + fsync + rename, so a power cut leaves either the previous or the n
 
 from __future__ import annotations
 
-import enum
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fleetwarden.agent.store import Store
+from fleetwarden.core.job import Step
 from fleetwarden.protocol.device import Action
 
 __all__ = ["Job", "Journal", "Step"]
-
-
-class Step(enum.StrEnum):
-    """Where a job is. Each value is journalled *before* the work it names starts."""
-
-    RECEIVED = "received"
-    DOWNLOADING = "downloading"
-    DOWNLOADED = "downloaded"
-    VERIFIED = "verified"
-    PREPARED = "prepared"  # rollback snapshot taken; "installing" is reported here
-    INSTALLING = "installing"  # installers running; a restart here means: roll back
-    INSTALLED = "installed"
-    REBOOTING = "rebooting"
-    VERIFYING = "verifying"  # health checks
-    COMMITTING = "committing"
-    COMMITTED = "committed"
-    ROLLING_BACK = "rolling_back"
-    ROLLED_BACK = "rolled_back"
-    FAILED = "failed"
 
 
 @dataclass

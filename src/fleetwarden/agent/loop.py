@@ -1,10 +1,11 @@
 """The agent: one synchronous loop that enrolls, polls, and carries out one assignment at a time.
 
-Crash safety (the reason this file is shaped as it is):
+Crash safety (the reason this file is shaped as it is; the step table is ``core.job``):
   1. Every step is journalled *before* its work starts; a restart resumes at the journalled
      step. Steps other than INSTALLING are idempotent, so resuming simply repeats them.
   2. A restart that finds INSTALLING means installers may have stopped half-way: the agent
-     rolls back (installers promise rollback is safe at any point) and reports rolled_back.
+     rolls back (installers promise rollback is safe at any point) and reports rolled_back
+     (``core.job.resume``).
   3. The state reported for a step is sent before that step's work and is recorded in the
      journal once the server acknowledged it, so a report is re-sent after a crash, never
      skipped; the server treats repeats as no-ops.
@@ -34,10 +35,11 @@ from fleetwarden.agent.config import AgentConfig
 from fleetwarden.agent.health import HealthChecker
 from fleetwarden.agent.identity import Identity, IdentityStore, make_csr
 from fleetwarden.agent.installers import InstallContext, Installer, Payload
-from fleetwarden.agent.journal import Job, Journal, Step
+from fleetwarden.agent.journal import Job, Journal
 from fleetwarden.agent.store import Store
 from fleetwarden.core.assignments import AssignmentState
 from fleetwarden.core.inventory import fingerprint
+from fleetwarden.core.job import ABANDONABLE, FINAL, REPORT_BEFORE, Outcome, Step, next_step, resume
 from fleetwarden.protocol.device import EnrollRequest, Inventory, StatusReport
 
 __all__ = ["Agent", "InventorySource", "run_forever"]
@@ -48,21 +50,6 @@ log = logging.getLogger("fleetwarden.agent")
 
 InventorySource = Callable[[str], Inventory]  # installed release → inventory
 
-#: The state reported to the server *before* the work of each step (rule 3).
-_REPORT_BEFORE: dict[Step, AssignmentState] = {
-    Step.DOWNLOADING: AssignmentState.DOWNLOADING,
-    Step.PREPARED: AssignmentState.INSTALLING,
-    Step.REBOOTING: AssignmentState.REBOOTING,
-    Step.VERIFYING: AssignmentState.VERIFYING,
-    Step.COMMITTED: AssignmentState.SUCCEEDED,
-    Step.ROLLED_BACK: AssignmentState.ROLLED_BACK,
-    Step.FAILED: AssignmentState.FAILED,
-}
-_FINAL = frozenset({Step.COMMITTED, Step.ROLLED_BACK, Step.FAILED})
-#: Steps before which nothing on the device has changed: a cancellation can still abandon.
-_ABANDONABLE = frozenset(
-    {Step.RECEIVED, Step.DOWNLOADING, Step.DOWNLOADED, Step.VERIFIED, Step.PREPARED}
-)
 _MAX_DOWNLOAD_ATTEMPTS = 3
 _RELOGIN_MARGIN = timedelta(minutes=2)
 _REFUSED_RETRY = 900.0
@@ -223,20 +210,25 @@ class Agent:
             job.detail = detail
         self._save(job)
 
+    def _then(self, job: Job, outcome: Outcome, detail: str | None = None) -> None:
+        """End the current step with ``outcome``; journal the step the table names next."""
+        self._goto(job, next_step(job.step, outcome), detail)
+
     def _resume(self, job: Job) -> Job:
         """First look at a journal after start (rule 2)."""
-        if job.step is Step.INSTALLING:
+        step = resume(job.step, reboot_requested=job.reboot_requested)
+        if step is Step.ROLLING_BACK and job.step is Step.INSTALLING:
             log.warning(
                 "restarted during installation of assignment %d: rolling back",
                 job.assignment.assignment_id,
             )
-            self._goto(job, Step.ROLLING_BACK, "agent restarted while installing; rolled back")
-        elif job.step is Step.REBOOTING and job.reboot_requested:
-            self._goto(job, Step.VERIFYING)
+            self._goto(job, step, "agent restarted while installing; rolled back")
+        elif step is not job.step:
+            self._goto(job, step)
         return job
 
     def _advance(self, job: Job) -> None:
-        want = _REPORT_BEFORE.get(job.step)
+        want = REPORT_BEFORE.get(job.step)
         if want is not None and job.reported != want.value and not self._report(job, want):
             return
         handler = getattr(self, f"_do_{job.step.value}")
@@ -252,7 +244,7 @@ class Agent:
                 )
             )
         except (errors.IllegalTransition, errors.NotFoundError) as e:
-            if job.step in _ABANDONABLE:
+            if job.step in ABANDONABLE:
                 log.warning(
                     "assignment %d withdrawn by the server (%s): abandoning",
                     action.assignment_id,
@@ -260,7 +252,7 @@ class Agent:
                 )
                 self._finish(job)
                 return False
-            if job.step in _FINAL:
+            if job.step in FINAL:
                 # The server already closed it (e.g. timed it out); our outcome stands locally.
                 log.warning("server refused final report for %d: %s", action.assignment_id, e)
             else:
@@ -307,7 +299,7 @@ class Agent:
         return parts
 
     def _do_received(self, job: Job) -> None:
-        self._goto(job, Step.DOWNLOADING)
+        self._then(job, Outcome.OK)
 
     def _do_downloading(self, job: Job) -> None:
         downloads, _ = self._paths(job)
@@ -321,14 +313,16 @@ class Agent:
             except errors.IntegrityError as e:
                 self._download_failed(job, str(e))
                 return
-        self._goto(job, Step.DOWNLOADED)
+        self._then(job, Outcome.OK)
 
     def _download_failed(self, job: Job, reason: str) -> None:
         job.download_attempts += 1
         if job.download_attempts >= _MAX_DOWNLOAD_ATTEMPTS:
-            self._goto(job, Step.FAILED, f"download failed {job.download_attempts} times: {reason}")
+            self._then(
+                job, Outcome.FAILED, f"download failed {job.download_attempts} times: {reason}"
+            )
         else:
-            self._goto(job, Step.DOWNLOADING, reason)
+            self._then(job, Outcome.RETRY, reason)
 
     def _do_downloaded(self, job: Job) -> None:
         downloads, _ = self._paths(job)
@@ -341,7 +335,7 @@ class Agent:
                     job, f"{ref.name}: sha256 {actual} does not match {ref.sha256}"
                 )
                 return
-        self._goto(job, Step.VERIFIED, "")
+        self._then(job, Outcome.OK, "")
 
     def _do_verified(self, job: Job) -> None:
         try:
@@ -351,37 +345,38 @@ class Agent:
                 installer.preflight(ctx)
             job.snapshots = {kind: dict(installer.prepare(ctx)) for kind, installer, ctx in parts}
         except errors.InstallError as e:
-            self._goto(job, Step.FAILED, f"pre-flight: {e}")
+            self._then(job, Outcome.FAILED, f"pre-flight: {e}")
             return
-        self._goto(job, Step.PREPARED)
+        self._then(job, Outcome.OK)
 
     def _do_prepared(self, job: Job) -> None:
-        self._goto(job, Step.INSTALLING)
+        # The server acknowledged "installing" (rule 4): from here the device changes.
+        self._then(job, Outcome.OK)
+
+    def _do_installing(self, job: Job) -> None:
+        # Journalled as INSTALLING before any installer runs: a restart now rolls back (rule 2).
         try:
             for kind, installer, ctx in self._parts(job):
                 result = installer.install(ctx, job.snapshots[kind])
                 job.needs_reboot = job.needs_reboot or result.needs_reboot
         except errors.InstallError as e:
-            self._goto(job, Step.ROLLING_BACK, f"install: {e}")
+            self._then(job, Outcome.FAILED, f"install: {e}")
             return
-        self._goto(job, Step.INSTALLED)
-
-    def _do_installing(self, job: Job) -> None:  # only reached through _resume's rule 2
-        self._goto(job, Step.ROLLING_BACK)
+        self._then(job, Outcome.REBOOT if job.needs_reboot else Outcome.OK)
 
     def _do_installed(self, job: Job) -> None:
-        self._goto(job, Step.REBOOTING if job.needs_reboot else Step.VERIFYING)
+        self._then(job, Outcome.REBOOT if job.needs_reboot else Outcome.OK)
 
     def _do_rebooting(self, job: Job) -> None:
         if job.reboot_requested:
-            self._goto(job, Step.VERIFYING)
+            self._then(job, Outcome.OK)
             return
         job.reboot_requested = True
         self._save(job)
         try:
             self.reboot()
         except errors.InstallError as e:
-            self._goto(job, Step.ROLLING_BACK, f"reboot: {e}")
+            self._then(job, Outcome.FAILED, f"reboot: {e}")
 
     def _reboot_command(self) -> None:
         from fleetwarden.agent.installers.base import run_command
@@ -399,16 +394,16 @@ class Agent:
         try:
             self.health.check([*self.config.health_checks, *action.health_checks], env)
         except errors.HealthCheckFailed as e:
-            self._goto(job, Step.ROLLING_BACK, str(e))
+            self._then(job, Outcome.FAILED, str(e))
             return
-        self._goto(job, Step.COMMITTING)
+        self._then(job, Outcome.OK)
 
     def _do_committing(self, job: Job) -> None:
         try:
             for kind, installer, ctx in self._parts(job):
                 installer.commit(ctx, job.snapshots[kind])
         except errors.InstallError as e:
-            self._goto(job, Step.ROLLING_BACK, f"commit: {e}")
+            self._then(job, Outcome.FAILED, f"commit: {e}")
             return
         action = job.assignment
         self.store.write(
@@ -417,7 +412,7 @@ class Agent:
                 {"installed_release": f"{action.release_name}@{action.release_version}"}
             ).encode(),
         )
-        self._goto(job, Step.COMMITTED, "installed and healthy")
+        self._then(job, Outcome.OK, "installed and healthy")
 
     def _do_rolling_back(self, job: Job) -> None:
         try:
@@ -426,9 +421,9 @@ class Agent:
                 if snapshot is not None:
                     installer.rollback(ctx, snapshot)
         except errors.InstallError as e:
-            self._goto(job, Step.FAILED, f"{job.detail}; rollback failed: {e}")
+            self._then(job, Outcome.FAILED, f"{job.detail}; rollback failed: {e}")
             return
-        self._goto(job, Step.ROLLED_BACK)
+        self._then(job, Outcome.OK)
 
     def _do_committed(self, job: Job) -> None:
         self._finish(job)
