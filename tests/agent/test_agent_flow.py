@@ -209,3 +209,46 @@ def test_journal_survives_as_json(tmp_path):
     assert raw["step"] == "prepared"
     assert journal.load() == job
     assert oct((tmp_path / "journal.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_corrupted_blob_on_the_server_is_refused_and_nothing_installed(
+    live_server, tmp_path, device_root
+):
+    """A sha256 mismatch on download (a tampered blob store): the agent retries, then reports
+    failed with the reason, and the device is left as it was."""
+    import httpx
+
+    from fleetwarden.agent import Agent, AgentConfig, CommandHealthChecker, DeviceClient, FileStore
+    from fleetwarden.agent.installers import default_installers
+    from fleetwarden.protocol.device import Inventory
+
+    with live_server.api() as api:
+        token = api.post("/api/v1/enrollment-tokens", json={}).json()["token"]
+        art = upload(api, b"genuine content\n", name="cfg", version="1")
+        blob = (
+            live_server.ctx.settings.data_dir / "blobs/sha256" / art["sha256"][:2] / art["sha256"]
+        )
+        blob.write_bytes(b"tampered content")  # same length is not required: size differs too
+        cfg = AgentConfig(
+            server=live_server.url,
+            data_dir=tmp_path / "a",
+            enroll_token=token,
+            root=device_root,
+            poll_interval=0.1,
+        )
+        with httpx.Client(base_url=live_server.url) as http:
+            agent = Agent(
+                cfg,
+                client=DeviceClient(http),
+                store=FileStore(cfg.data_dir / "state"),
+                installers=default_installers(),
+                inventory=lambda _: Inventory(hostname="t"),
+                health=CommandHealthChecker(),
+            )
+            drive(agent)
+            deploy(api, release(api, "cfg", "1", [art["id"]])["id"], selector="name=t")
+            drive(agent)
+        final = api.get("/api/v1/assignments").json()[0]
+    assert final["state"] == "failed"
+    assert "3 times" in final["detail"]
+    assert not (device_root / "etc/demo.conf").exists()
