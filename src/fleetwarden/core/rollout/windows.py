@@ -1,0 +1,76 @@
+"""Maintenance windows: a cron schedule, a duration and an IANA time zone.
+
+Rules:
+  1. The schedule is read in the window's own time zone, so "0 2 * * *" in Europe/Berlin means
+     02:00 Berlin time all year. Across daylight-saving changes cron's usual semantics hold (a
+     02:30 start on the spring-forward night runs at 03:00, the first instant that exists; on
+     the fall-back night it runs once).
+  2. The duration is elapsed time: "3h" is three real hours, even across a DST change.
+  3. A window is open at ``now`` when some start ``s`` satisfies ``s <= now < s + duration``.
+  4. A device with no windows may install at any time; with several, when any is open.
+  5. A bad schedule, zone or duration is an ``InputError`` naming the problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+
+from fleetwarden.errors import InputError
+
+__all__ = ["Window", "any_open", "next_open"]
+
+_MAX_DURATION = timedelta(days=7)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    cron: str
+    duration: timedelta
+    timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        if not timedelta(minutes=1) <= self.duration <= _MAX_DURATION:
+            raise InputError("window duration must be between 1 minute and 7 days")
+        try:
+            zone = ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise InputError(f"unknown time zone {self.timezone!r}") from e
+        try:
+            CronSim(self.cron, datetime(2026, 1, 1, tzinfo=zone))
+        except (CronSimError, ValueError) as e:
+            raise InputError(f"invalid cron expression {self.cron!r}: {e}") from e
+
+    def _starts(self, after: datetime) -> Iterable[datetime]:
+        return CronSim(self.cron, after.astimezone(ZoneInfo(self.timezone)))
+
+    def is_open(self, now: datetime) -> bool:
+        """Rule 3."""
+        for start in self._starts(now - self.duration):
+            return start <= now
+        return False  # pragma: no cover - cron schedules never end
+
+    def next_open(self, now: datetime) -> datetime:
+        """``now`` if open, else the next start."""
+        if self.is_open(now):
+            return now
+        return next(iter(self._starts(now)))
+
+
+def any_open(windows: Iterable[Window], now: datetime) -> bool:
+    """Rule 4."""
+    seen = False
+    for w in windows:
+        seen = True
+        if w.is_open(now):
+            return True
+    return not seen
+
+
+def next_open(windows: Iterable[Window], now: datetime) -> datetime:
+    starts = [w.next_open(now) for w in windows]
+    return min(starts) if starts else now
