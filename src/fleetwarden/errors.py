@@ -14,7 +14,8 @@ Roots are chosen by what the caller must do, not by where the error came from::
     │   └── PermissionDenied     proven, but the role does not allow it                         (403)
     ├── NotFoundError            the named thing does not exist                                 (404)
     ├── ConflictError            the request clashes with current state                         (409)
-    │   └── IllegalTransition    a lifecycle event not allowed from the current state
+    │   ├── IllegalTransition    a lifecycle event not allowed from the current state
+    │   └── Deferred             not now: retry after ``retry_after`` seconds (a closed window)
     ├── TransportError           the network or the peer failed: retry with backoff
     │   └── ServerError          the peer answered 5xx
     ├── InstallError             a step on the device failed: roll back and report
@@ -90,6 +91,16 @@ class ConflictError(FleetwardenError):
 
 class IllegalTransition(ConflictError):
     code = "illegal_transition"
+
+
+class Deferred(ConflictError):
+    """The request is valid but must wait, e.g. an install outside every maintenance window."""
+
+    code = "deferred"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = max(1.0, retry_after)
 
 
 class TransportError(FleetwardenError):

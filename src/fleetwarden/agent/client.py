@@ -61,12 +61,23 @@ def _raise_for(resp: httpx.Response) -> None:
     if status == 404:
         raise errors.NotFoundError(message)
     if status == 409:
+        code = _error_code(resp)
+        if code == errors.Deferred.code:
+            retry = resp.headers.get("retry-after", "60")
+            raise errors.Deferred(message, float(retry) if retry.isdigit() else 60.0)
         raise errors.IllegalTransition(message)
     if status == 416:
         raise errors.RangeNotSatisfiable(0)
     if status >= 500:
         raise errors.ServerError(f"server answered {status}: {message}")
     raise errors.InputError(f"server refused the request ({status}): {message}")
+
+
+def _error_code(resp: httpx.Response) -> str:
+    try:
+        return str(resp.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return ""
 
 
 class DeviceClient:

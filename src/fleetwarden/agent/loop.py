@@ -95,6 +95,12 @@ class Agent:
         """Do one bounded piece of work; return the seconds to wait before the next call."""
         try:
             delay = self._work()
+        except errors.Deferred as e:
+            # Outside the device's maintenance window: keep the job, ask again later (capped
+            # at the poll interval so a change of plan on the server is noticed).
+            delay = min(e.retry_after, self.poll_interval)
+            log.info("install deferred by the server (%s); asking again in %.0fs", e, delay)
+            return delay
         except errors.TransportError as e:
             self.failures += 1
             delay = min(300.0, 2.0 ** min(self.failures, 9)) * (0.5 + self.rng.random())
@@ -349,8 +355,33 @@ class Agent:
             return
         self._then(job, Outcome.OK)
 
+    def _env(self, job: Job) -> dict[str, str]:
+        action = job.assignment
+        return {
+            "FLEETWARDEN_ROOT": str(self.config.root),
+            "FLEETWARDEN_RELEASE": f"{action.release_name}@{action.release_version}",
+            "FLEETWARDEN_ASSIGNMENT_ID": str(action.assignment_id),
+        }
+
+    def _post_hooks_best_effort(self, job: Job) -> None:
+        """After a rollback or a failed drain: put the device back in service if we can."""
+        if not job.assignment.post_install:
+            return
+        try:
+            self.health.check(job.assignment.post_install, self._env(job))
+        except errors.HealthCheckFailed as e:
+            log.warning("post-install hook failed after an unsuccessful update: %s", e)
+
     def _do_prepared(self, job: Job) -> None:
-        # The server acknowledged "installing" (rule 4): from here the device changes.
+        # The server acknowledged "installing" (rule 4): from here the device changes, after
+        # the rollout's pre-install hooks (e.g. drain) succeeded.
+        try:
+            if job.assignment.pre_install:
+                self.health.check(job.assignment.pre_install, self._env(job))
+        except errors.HealthCheckFailed as e:
+            self._post_hooks_best_effort(job)
+            self._then(job, Outcome.FAILED, f"pre-install hook: {e}")
+            return
         self._then(job, Outcome.OK)
 
     def _do_installing(self, job: Job) -> None:
@@ -386,13 +417,10 @@ class Agent:
 
     def _do_verifying(self, job: Job) -> None:
         action = job.assignment
-        env = {
-            "FLEETWARDEN_ROOT": str(self.config.root),
-            "FLEETWARDEN_RELEASE": f"{action.release_name}@{action.release_version}",
-            "FLEETWARDEN_ASSIGNMENT_ID": str(action.assignment_id),
-        }
         try:
-            self.health.check([*self.config.health_checks, *action.health_checks], env)
+            self.health.check([*self.config.health_checks, *action.health_checks], self._env(job))
+            if action.post_install:
+                self.health.check(action.post_install, self._env(job))
         except errors.HealthCheckFailed as e:
             self._then(job, Outcome.FAILED, str(e))
             return
@@ -423,6 +451,7 @@ class Agent:
         except errors.InstallError as e:
             self._then(job, Outcome.FAILED, f"{job.detail}; rollback failed: {e}")
             return
+        self._post_hooks_best_effort(job)
         self._then(job, Outcome.OK)
 
     def _do_committed(self, job: Job) -> None:

@@ -74,7 +74,8 @@ TRANSITIONS: dict[Step, dict[Outcome, Step]] = {
         Outcome.FAILED: Step.FAILED,
     },
     Step.VERIFIED: {Outcome.OK: Step.PREPARED, Outcome.FAILED: Step.FAILED},
-    Step.PREPARED: {Outcome.OK: Step.INSTALLING},
+    # FAILED: a pre-install hook (e.g. drain) failed; nothing was changed yet.
+    Step.PREPARED: {Outcome.OK: Step.INSTALLING, Outcome.FAILED: Step.FAILED},
     Step.INSTALLING: {
         Outcome.OK: Step.INSTALLED,
         Outcome.REBOOT: Step.INSTALLED,

@@ -97,6 +97,13 @@ class Action(_Model):
     release_version: str
     artifacts: list[ArtifactRef]
     health_checks: list[HealthCheck] = Field(default_factory=list)
+    #: Rollout hooks: ``pre_install`` must succeed before installing (e.g. drain the node),
+    #: ``post_install`` after the health checks (undrain); ``post_install`` also runs, best
+    #: effort, after a rollback or a failed pre-install hook.
+    pre_install: list[HealthCheck] = Field(default_factory=list)
+    post_install: list[HealthCheck] = Field(default_factory=list)
+    #: Set for emergency (zero-day) rollouts, so the device can log it prominently.
+    emergency: bool = False
 
 
 class PollResponse(_Model):

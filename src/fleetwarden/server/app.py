@@ -11,12 +11,13 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from sqlalchemy import text
 
 import fleetwarden
-from fleetwarden.server.api import device, operator
+from fleetwarden.server.api import device, operator, rollouts
 from fleetwarden.server.api.errors import install_error_handlers
 from fleetwarden.server.blobs import ArtifactStore, LocalArtifactStore
 from fleetwarden.server.context import Clock, ServerContext, system_clock
 from fleetwarden.server.db import Database
-from fleetwarden.server.jobs import flush_presence, run_jobs
+from fleetwarden.server.jobs import flush_presence, run_controller, run_jobs
+from fleetwarden.server.leader import Leadership
 from fleetwarden.server.metrics import Metrics, RequestMetricsMiddleware
 from fleetwarden.server.pki import DeviceCA, load_or_create_secret
 from fleetwarden.server.services import devices
@@ -61,11 +62,17 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(run_jobs(ctx)) if run_background_jobs else None
+        tasks = []
+        if run_background_jobs:
+            leadership = Leadership(ctx.db, settings.data_dir / "controller.lock")
+            tasks = [
+                asyncio.create_task(run_jobs(ctx)),
+                asyncio.create_task(run_controller(ctx, leadership)),
+            ]
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -86,6 +93,7 @@ def create_app(
     # Devices first: routing tries routes in order, and the device poll is the hot path.
     app.include_router(device.router)
     app.include_router(operator.router)
+    app.include_router(rollouts.router)
     from fleetwarden.server.web import routes as web
 
     app.include_router(web.router)

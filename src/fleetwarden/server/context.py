@@ -56,3 +56,9 @@ class ServerContext:
     metrics: Metrics
     clock: Clock = system_clock
     presence: Presence = field(default_factory=Presence)
+    #: Set when something a rollout waits for happened (device feedback, a verb), so this
+    #: replica's controller ticks now instead of at its next interval.
+    controller_wakeup: threading.Event = field(default_factory=threading.Event)
+
+    def wake_controller(self) -> None:
+        self.controller_wakeup.set()

@@ -9,9 +9,11 @@ import anyio
 from sqlalchemy import bindparam, update
 
 from fleetwarden.server.context import ServerContext
+from fleetwarden.server.leader import Leadership
 from fleetwarden.server.models import Device
+from fleetwarden.server.services.rollout_tick import tick_all
 
-__all__ = ["flush_presence", "run_jobs"]
+__all__ = ["flush_presence", "run_controller", "run_jobs", "tick_all"]
 
 log = logging.getLogger("fleetwarden.jobs")
 
@@ -47,3 +49,23 @@ async def run_jobs(ctx: ServerContext) -> None:
             await anyio.to_thread.run_sync(flush_presence, ctx)
         except Exception:
             log.exception("presence flush failed; will retry")
+
+
+async def run_controller(ctx: ServerContext, leadership: Leadership) -> None:
+    """The rollout controller: tick every ``rollout_tick_seconds``, or at once when woken by
+    device feedback or an operator's verb. Only the elected leader ticks."""
+    interval = ctx.settings.rollout_tick_seconds
+    try:
+        while True:
+            waited = 0.0
+            while waited < interval and not ctx.controller_wakeup.is_set():
+                await asyncio.sleep(0.05)
+                waited += 0.05
+            ctx.controller_wakeup.clear()
+            try:
+                if await anyio.to_thread.run_sync(leadership.acquire):
+                    await anyio.to_thread.run_sync(tick_all, ctx)
+            except Exception:
+                log.exception("rollout controller tick failed; will retry")
+    finally:
+        leadership.release()

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -34,8 +36,12 @@ __all__ = [
     "DeviceCertificate",
     "EnrollmentToken",
     "InventorySnapshot",
+    "MaintenanceWindow",
     "Release",
     "ReleaseArtifact",
+    "Rollout",
+    "RolloutEvent",
+    "RolloutMember",
 ]
 
 NAMING = {
@@ -199,11 +205,21 @@ class Deployment(Base):
     created_by: Mapped[str] = mapped_column(String(128))
 
 
+_ACTIVE_SQL = "state IN ('pending', 'downloading', 'installing', 'rebooting', 'verifying')"
+
+
 class Assignment(Base):
+    """One release on one device. At most one unfinished assignment per device: enforced by
+    a partial unique index, so no race between replicas or rollouts can ever break it."""
+
     __tablename__ = "assignments"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
     deployment_id: Mapped[int | None] = mapped_column(ForeignKey("deployments.id"), index=True)
+    rollout_id: Mapped[int | None] = mapped_column(ForeignKey("rollouts.id"), index=True)
+    #: What the device ran and what it is, when assigned: the risk model learns from these.
+    from_release: Mapped[str] = mapped_column(String(256), default="", server_default="")
+    hardware_model: Mapped[str] = mapped_column(String(256), default="", server_default="")
     release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"))
     state: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str] = mapped_column(Text, default="")
@@ -211,7 +227,16 @@ class Assignment(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
-    __table_args__ = (Index("ix_assignments_device_state", "device_id", "state"),)
+    __table_args__ = (
+        Index("ix_assignments_device_state", "device_id", "state"),
+        Index(
+            "uq_assignments_one_active_per_device",
+            "device_id",
+            unique=True,
+            sqlite_where=text(_ACTIVE_SQL),
+            postgresql_where=text(_ACTIVE_SQL),
+        ),
+    )
 
 
 class AssignmentEvent(Base):
@@ -236,3 +261,74 @@ class AuditRecord(Base):
     before: Mapped[dict[str, Any] | None]
     after: Mapped[dict[str, Any] | None]
     __table_args__ = (Index("ix_audit_log_target", "target_type", "target_id"),)
+
+
+class MaintenanceWindow(Base):
+    """A recurring window (cron + duration + zone) for the devices its selector matches."""
+
+    __tablename__ = "maintenance_windows"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    cron: Mapped[str] = mapped_column(String(128))
+    duration_seconds: Mapped[int] = mapped_column(Integer)
+    timezone: Mapped[str] = mapped_column(String(64))
+    selector: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(128))
+
+
+class Rollout(Base):
+    __tablename__ = "rollouts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"))
+    selector: Mapped[str] = mapped_column(Text)
+    #: The strategy as given (StrategySpec JSON), so the page shows what was approved.
+    strategy: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    emergency: Mapped[bool] = mapped_column(Boolean, default=False)
+    current_wave: Mapped[int] = mapped_column(Integer, default=0)
+    wave_count: Mapped[int] = mapped_column(Integer, default=0)
+    wave_completed_at: Mapped[datetime | None]
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(128))
+    approved_by: Mapped[str | None] = mapped_column(String(128))
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+
+class RolloutMember(Base):
+    """A device in a rollout: its wave, its place in line, and where it stands."""
+
+    __tablename__ = "rollout_members"
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id"), primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    wave: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    group_key: Mapped[str] = mapped_column(String(256), default="")
+    model: Mapped[str] = mapped_column(String(256), default="")
+    #: What the device ran when it joined, so abort-and-rollback can send it back.
+    from_release: Mapped[str] = mapped_column(String(256), default="")
+    from_release_id: Mapped[int | None] = mapped_column(ForeignKey("releases.id"))
+    assignment_id: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    since: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    rolled_back: Mapped[bool] = mapped_column(Boolean, default=False)
+    __table_args__ = (Index("ix_rollout_members_order", "rollout_id", "wave", "position"),)
+
+
+class RolloutEvent(Base):
+    """What happened to a rollout: verbs, gate decisions, waves, and progress snapshots."""
+
+    __tablename__ = "rollout_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id"), index=True)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(160))
+    message: Mapped[str] = mapped_column(Text, default="")
+    counts: Mapped[dict[str, Any] | None]

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     offline_after_seconds: int | None = Field(None, ge=1)
     #: How often this replica writes the "last seen" times it collected from polls.
     presence_flush_seconds: float = Field(15.0, gt=0, le=3600)
+    #: How often the rollout controller ticks when nothing wakes it earlier.
+    rollout_tick_seconds: float = Field(5.0, gt=0, le=3600)
 
     device_cert_days: int = Field(30, ge=1, le=3650)
     session_token_minutes: int = Field(60, ge=1, le=24 * 60)

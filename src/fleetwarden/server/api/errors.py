@@ -47,6 +47,8 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         if isinstance(exc, e.RangeNotSatisfiable):
             headers = {"Content-Range": f"bytes */{exc.size}"}
+        if isinstance(exc, e.Deferred):
+            headers = {"Retry-After": str(int(exc.retry_after))}
         if status >= 500:
             log.error("request failed: %s", exc, extra={"path": request.url.path})
         return JSONResponse(_body(exc.code, str(exc)), status_code=status, headers=headers)

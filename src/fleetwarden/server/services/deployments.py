@@ -23,8 +23,16 @@ from fleetwarden.server.models import (
 )
 from fleetwarden.server.services import audit
 from fleetwarden.server.services.devices import assignment_out, select_devices
+from fleetwarden.server.services.members import on_assignment_change
 
-__all__ = ["cancel_assignment", "deploy", "list_assignments", "list_deployments"]
+__all__ = [
+    "cancel_assignment",
+    "cancel_in_session",
+    "create_assignment",
+    "deploy",
+    "list_assignments",
+    "list_deployments",
+]
 
 
 def deploy(ctx: ServerContext, body: DeploymentCreate, *, actor: str) -> DeploymentOut:
@@ -95,24 +103,12 @@ def deploy(ctx: ServerContext, body: DeploymentCreate, *, actor: str) -> Deploym
         s.add(dep)
         s.flush()
         for aid in plan.cancel:
-            _cancel(s, aid, actor=actor, now=now, reason=f"replaced by deployment {dep.id}")
+            cancel_in_session(
+                s, aid, actor=actor, now=now, reason=f"replaced by deployment {dep.id}"
+            )
         devices = {d.id: d for d in chosen}
         for did in plan.assign:
-            a = Assignment(
-                device_id=did,
-                deployment_id=dep.id,
-                release_id=release.id,
-                state=lifecycle.AssignmentState.PENDING.value,
-                detail="",
-                created_at=now,
-                updated_at=now,
-            )
-            s.add(a)
-            s.flush()
-            s.add(AssignmentEvent(assignment_id=a.id, at=now, state=a.state, detail="assigned"))
-            d = devices[did]
-            d.latest_assignment_id, d.latest_assignment_state = a.id, a.state
-            d.rev += 1
+            create_assignment(s, devices[did], release.id, now=now, deployment_id=dep.id)
         skipped = unknown | plan.skipped
         audit.record(
             s,
@@ -141,9 +137,46 @@ def deploy(ctx: ServerContext, body: DeploymentCreate, *, actor: str) -> Deploym
         )
 
 
-def _cancel(
+def create_assignment(
+    s: Session,
+    device: Device,
+    release_id: int,
+    *,
+    now: datetime,
+    deployment_id: int | None = None,
+    rollout_id: int | None = None,
+    detail: str = "assigned",
+) -> Assignment:
+    """Insert a pending assignment and point the device (and its poll ETag) at it.
+
+    Raises:
+        sqlalchemy.exc.IntegrityError: the device already has an unfinished assignment (the
+            partial unique index); callers that may race use a savepoint.
+    """
+    a = Assignment(
+        device_id=device.id,
+        deployment_id=deployment_id,
+        rollout_id=rollout_id,
+        release_id=release_id,
+        from_release=device.installed_release,
+        hardware_model=device.hardware_model,
+        state=lifecycle.AssignmentState.PENDING.value,
+        detail="",
+        created_at=now,
+        updated_at=now,
+    )
+    s.add(a)
+    s.flush()
+    s.add(AssignmentEvent(assignment_id=a.id, at=now, state=a.state, detail=detail))
+    device.latest_assignment_id, device.latest_assignment_state = a.id, a.state
+    device.rev += 1
+    return a
+
+
+def cancel_in_session(
     s: Session, assignment_id: int, *, actor: str, now: datetime, reason: str
 ) -> Assignment:
+    """Cancel an assignment inside the caller's transaction (core.assignments rule 6)."""
     a = s.get(Assignment, assignment_id, with_for_update=True)
     if a is None:
         raise NotFoundError(f"no assignment {assignment_id}")
@@ -157,6 +190,7 @@ def _cancel(
             d.rev += 1
             if d.latest_assignment_id == a.id:
                 d.latest_assignment_state = a.state
+        on_assignment_change(s, a, now=now)
         audit.record(
             s,
             at=now,
@@ -174,7 +208,9 @@ def cancel_assignment(ctx: ServerContext, assignment_id: int, *, actor: str) -> 
     """Raises ``IllegalTransition`` once installation has begun (core.assignments rule 6)."""
     now = ctx.clock()
     with ctx.db.write() as s:
-        a = _cancel(s, assignment_id, actor=actor, now=now, reason=f"cancelled by {actor}")
+        a = cancel_in_session(
+            s, assignment_id, actor=actor, now=now, reason=f"cancelled by {actor}"
+        )
         release = s.get(Release, a.release_id)
         if release is None:  # foreign key: only a corrupt database gets here
             raise NotFoundError("release vanished")

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from fleetwarden.core import assignments as lifecycle
 from fleetwarden.core.device_session import verify_token
 from fleetwarden.core.inventory import fingerprint
-from fleetwarden.errors import AuthenticationError, IllegalTransition, NotFoundError
+from fleetwarden.errors import AuthenticationError, Deferred, IllegalTransition, NotFoundError
 from fleetwarden.protocol.device import (
     Action,
     ArtifactRef,
@@ -38,8 +38,11 @@ from fleetwarden.server.models import (
     InventorySnapshot,
     Release,
     ReleaseArtifact,
+    Rollout,
 )
 from fleetwarden.server.services import audit
+from fleetwarden.server.services.members import on_assignment_change
+from fleetwarden.server.services.rollouts import install_deferral
 
 __all__ = [
     "DeviceSession",
@@ -183,6 +186,17 @@ def _action(s: Session, assignment_id: int) -> Action | None:
         .where(ReleaseArtifact.release_id == release.id)
         .order_by(ReleaseArtifact.position)
     ).all()
+    hooks: dict[str, list[HealthCheck]] = {"pre_install": [], "post_install": []}
+    emergency = False
+    if a.rollout_id is not None:
+        r = s.get(Rollout, a.rollout_id)
+        if r is not None:
+            spec = r.strategy.get("hooks", {})
+            hooks = {
+                "pre_install": [HealthCheck(command=c) for c in spec.get("pre", [])],
+                "post_install": [HealthCheck(command=c) for c in spec.get("post", [])],
+            }
+            emergency = r.emergency
     return Action(
         assignment_id=a.id,
         state=lifecycle.AssignmentState(a.state),
@@ -202,6 +216,8 @@ def _action(s: Session, assignment_id: int) -> Action | None:
             for art in arts
         ],
         health_checks=[HealthCheck.model_validate(h) for h in release.health_checks],
+        emergency=emergency,
+        **hooks,
     )
 
 
@@ -232,7 +248,17 @@ def report_status(
             ):
                 a.progress, a.detail, a.updated_at = report.progress, report.detail, now
             return StatusAck(state=t.after, changed=False)
+        if t.after is lifecycle.AssignmentState.INSTALLING:
+            opens = install_deferral(s, a, now=now)
+            if opens is not None:
+                raise Deferred(
+                    f"outside every maintenance window of this device; next opens {opens:%Y-%m-%d %H:%M} UTC",
+                    retry_after=(opens - now).total_seconds(),
+                )
         _apply_transition(s, a, t, report, device_id=device.device_id, now=now)
+        on_assignment_change(s, a, now=now)
+        if a.rollout_id is not None:
+            ctx.wake_controller()
         audit.record(
             s,
             at=now,
