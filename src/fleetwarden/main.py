@@ -112,6 +112,10 @@ def sim_cmd(
         float, typer.Option(help="chance per wake-up of dropping offline")
     ] = 0.0,
     latency: Annotated[float, typer.Option(help="seconds added to every request")] = 0.0,
+    fail_model: Annotated[
+        list[str] | None,
+        typer.Option("--fail-model", help="every install on this hardware model fails"),
+    ] = None,
     seed: int = 1,
 ) -> None:
     """Run N simulated devices (real agent state machine, simulated installer) against a server."""
@@ -127,6 +131,7 @@ def sim_cmd(
             health_failure_rate=health_failure_rate,
             offline_rate=offline_rate,
             latency=latency,
+            fail_models=frozenset(fail_model or []),
             seed=seed,
         )
     )

@@ -4,7 +4,9 @@ Faults (all optional, all driven by one seeded RNG so a run can be repeated):
   * ``failure_rate`` — an install fails (the agent rolls back and reports rolled_back);
   * ``health_failure_rate`` — an install succeeds but the health check fails;
   * ``offline_rate`` — at each wake-up a device may drop off the network for 1 to 3 intervals;
-  * ``latency`` — every request is delayed by this many seconds (a slow link).
+  * ``latency`` — every request is delayed by this many seconds (a slow link);
+  * ``fail_models`` — every install on these hardware models fails (a release that breaks one
+    model).
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ __all__ = ["Fleet", "SimConfig"]
 log = logging.getLogger("fleetwarden.sim")
 
 SITES = ("berlin", "paris", "madrid", "warsaw", "lyon")
-MODELS = ("gw-100", "gw-200", "srv-10")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ class SimConfig:
     name_prefix: str = "sim"
     data_dir: Path | None = None
     extra_labels: dict[str, str] = field(default_factory=dict)
+    fail_models: frozenset[str] = frozenset()
+    #: Hardware models to cycle through (default: three gateway/server models).
+    models: tuple[str, ...] = ("gw-100", "gw-200", "srv-10")
 
 
 class _SimulatedHealth:
@@ -108,7 +112,7 @@ class Fleet:
         c = self.config
         rng = random.Random(c.seed * 1_000_003 + i)  # noqa: S311 - simulation
         name = f"{c.name_prefix}-{i:05d}"
-        site, model = SITES[i % len(SITES)], MODELS[(i // len(SITES)) % len(MODELS)]
+        site, model = SITES[i % len(SITES)], c.models[(i // len(SITES)) % len(c.models)]
         canary = i < max(1, c.devices // 10)
         labels = {"sim": "true", "canary": "true" if canary else "false", **c.extra_labels}
         config = AgentConfig(
@@ -149,7 +153,9 @@ class Fleet:
             store=MemoryStore() if self._own_dir else FileStore(self.data_dir / name / "state"),
             installers={
                 "*": FakeInstaller(
-                    failure_rate=c.failure_rate, duration=c.install_duration, rng=rng
+                    failure_rate=1.0 if model in c.fail_models else c.failure_rate,
+                    duration=c.install_duration,
+                    rng=rng,
                 )
             },
             inventory=inventory,
