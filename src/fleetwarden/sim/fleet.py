@@ -61,6 +61,8 @@ class SimConfig:
     data_dir: Path | None = None
     extra_labels: dict[str, str] = field(default_factory=dict)
     fail_models: frozenset[str] = frozenset()
+    #: With ``fail_models``: only installs of this release (name@version) fail; None = all.
+    fail_release: str | None = None
     #: Hardware models to cycle through (default: three gateway/server models).
     models: tuple[str, ...] = ("gw-100", "gw-200", "srv-10")
 
@@ -153,9 +155,13 @@ class Fleet:
             store=MemoryStore() if self._own_dir else FileStore(self.data_dir / name / "state"),
             installers={
                 "*": FakeInstaller(
-                    failure_rate=1.0 if model in c.fail_models else c.failure_rate,
+                    failure_rate=c.failure_rate,
                     duration=c.install_duration,
                     rng=rng,
+                    fails=lambda release: (
+                        model in c.fail_models
+                        and (c.fail_release is None or release == c.fail_release)
+                    ),
                 )
             },
             inventory=inventory,

@@ -25,8 +25,11 @@ class FakeInstaller(Installer):
         duration: float = 0.0,
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        fails: Callable[[str], bool] | None = None,
     ) -> None:
         self.failure_rate = failure_rate
+        #: Deterministic faults: installs of a release (name@version) for which this is true fail.
+        self.fails = fails
         self.duration = duration
         self.rng = rng or random.Random()  # noqa: S311 - simulation, not security
         self.sleep = sleep
@@ -43,7 +46,9 @@ class FakeInstaller(Installer):
         with self._lock:
             for p in ctx.payloads:
                 self.installed[p.ref.name] = p.ref.version
-        if self.rng.random() < self.failure_rate:
+        if (
+            self.fails is not None and self.fails(ctx.release)
+        ) or self.rng.random() < self.failure_rate:
             raise InstallError("simulated install failure")
         return InstallResult()
 
