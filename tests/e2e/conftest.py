@@ -55,7 +55,7 @@ class Proc:
         self._pump.start()
 
     def output(self) -> str:
-        return "\n".join(self.lines[-80:])
+        return "\n".join(self.lines[-400:])
 
     def kill9(self) -> None:
         self.popen.send_signal(signal.SIGKILL)
