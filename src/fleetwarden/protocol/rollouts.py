@@ -140,7 +140,10 @@ class StrategySpec(_Spec):
     canary: CanarySpec = Field(default_factory=CanarySpec)
     waves: WavesSpec = Field(default_factory=WavesSpec)
     gates: GatesSpec = Field(default_factory=GatesSpec)
-    budget: BudgetSpec | None = Field(default_factory=BudgetSpec)
+    #: ``false`` (TOML has no null) or ``null`` switches the disruption budget off.
+    budget: Annotated[BudgetSpec | None, BeforeValidator(lambda v: None if v is False else v)] = (
+        Field(default_factory=BudgetSpec)
+    )
     rate: RateSpec = Field(default_factory=RateSpec)
     windows: WindowsSpec = Field(default_factory=WindowsSpec)
     ordering: OrderingSpec = Field(default_factory=OrderingSpec)
