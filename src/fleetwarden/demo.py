@@ -1,4 +1,4 @@
-"""``fleetwarden demo``: the server on SQLite, a simulated fleet, and a sample deployment.
+"""``fleetwarden demo``: the server on SQLite, a simulated fleet, and a sample staged rollout.
 
 A composition root like ``main``: it starts the server in a thread, talks to it over its own
 REST API (as any operator would), and drives a simulated fleet against it.
@@ -52,8 +52,17 @@ def _admin_token(ctx: ServerContext) -> str:
     return created.token
 
 
-def _sample_deployment(api: httpx.Client, devices: int, stop: threading.Event) -> None:
-    """Wait for the fleet to enroll, then roll demo-app 1.0 to canaries, then to the rest."""
+DEMO_STRATEGY = {
+    "approval": {"required": False},
+    "canary": {"count": 3, "selector": "canary=true"},
+    "waves": {"kind": "percent", "size": 30, "soak": "15s"},
+    "gates": {"failure_percent": 20, "min_finished": 5, "max_retries": 1, "retry_backoff": "20s"},
+    "budget": {"group_by": "zone", "max_in_progress": 4},
+}
+
+
+def _sample_rollout(api: httpx.Client, devices: int, stop: threading.Event) -> None:
+    """Wait for the fleet to enroll, then start a staged rollout of demo-app 1.0."""
     deadline = time.monotonic() + 120
     while not stop.is_set() and time.monotonic() < deadline:
         if api.get("/api/v1/devices", params={"limit": 1}).json()["total"] >= devices:
@@ -88,17 +97,22 @@ def _sample_deployment(api: httpx.Client, devices: int, stop: threading.Event) -
                 "description": "demo",
             },
         ).json()
-    for selector, pause in (("sim=true and canary=true", 20), ("sim=true and canary=false", 0)):
-        if stop.is_set():
-            return
-        answer = api.post(
-            "/api/v1/deployments", json={"release_id": release["id"], "selector": selector}
-        ).json()
-        print(
-            f"  deployed demo-app@1.0 to {answer.get('assigned', 0)} device(s) matching '{selector}'",
-            flush=True,
-        )
-        stop.wait(pause)
+    if stop.is_set() or api.get("/api/v1/rollouts").json():
+        return  # a rollout from an earlier run is there to look at
+    rollout = api.post(
+        "/api/v1/rollouts",
+        json={
+            "name": "demo-app 1.0",
+            "release_id": release["id"],
+            "selector": "sim=true",
+            "strategy": DEMO_STRATEGY,
+        },
+    ).json()
+    api.post(f"/api/v1/rollouts/{rollout['id']}/start", json={"reason": "demo"}).raise_for_status()
+    waves = ", ".join(str(w["size"]) for w in rollout["waves"])
+    print(
+        f"  started rollout {rollout['id']} of demo-app@1.0: waves of {waves} devices", flush=True
+    )
 
 
 def run_demo(
@@ -170,7 +184,7 @@ def run_demo(
 
     def sample() -> None:
         try:
-            _sample_deployment(api, devices, stop)
+            _sample_rollout(api, devices, stop)
         except (httpx.HTTPError, FleetwardenError, KeyError, ConflictError) as e:
             log.warning("sample deployment did not complete: %s", e)
 

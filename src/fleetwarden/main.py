@@ -151,7 +151,7 @@ def demo_cmd(
     devices: Annotated[int, typer.Option("--devices", "-n")] = 50,
     data_dir: Annotated[Path, typer.Option("--data-dir")] = Path("fleetwarden-data"),
 ) -> None:
-    """Server + simulated fleet + a sample deployment; prints the dashboard URL."""
+    """Server + simulated fleet + a sample staged rollout; prints the dashboard URL."""
     from fleetwarden.demo import run_demo
 
     try:

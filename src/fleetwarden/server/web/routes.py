@@ -3,45 +3,30 @@ kept in an HttpOnly, SameSite=Strict cookie after login."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote, urlsplit
 
-from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
+from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 
-import fleetwarden
 from fleetwarden.core.fleet import DeviceState
 from fleetwarden.errors import AuthenticationError, NotFoundError, SelectorError
-from fleetwarden.server.api.deps import context
-from fleetwarden.server.context import ServerContext
 from fleetwarden.server.services import devices, tokens
-from fleetwarden.server.services.tokens import Principal
+from fleetwarden.server.web import rollout_pages
+from fleetwarden.server.web.common import COOKIE, HERE, Ctx, LoginRequired, Who, templates
 
 __all__ = ["mount_static", "router"]
 
-_HERE = Path(__file__).parent
-COOKIE = "fw_token"
-templates = Jinja2Templates(directory=_HERE / "templates")
-templates.env.globals["version"] = fleetwarden.__version__
-# Times are stored and shown in UTC, and say so: fleets span time zones.
-templates.env.filters["ts"] = lambda dt: dt.strftime("%Y-%m-%d %H:%M:%S UTC")
-
 router = APIRouter(prefix="/ui", include_in_schema=False)
-Ctx = Annotated[ServerContext, Depends(context)]
-
-
-class _LoginRequired(Exception):
-    pass
+router.include_router(rollout_pages.router)
 
 
 def mount_static(app: FastAPI) -> None:
-    app.mount("/ui/static", StaticFiles(directory=_HERE / "static"), name="ui-static")
+    app.mount("/ui/static", StaticFiles(directory=HERE / "static"), name="ui-static")
 
-    @app.exception_handler(_LoginRequired)
-    async def _to_login(request: Request, _exc: _LoginRequired) -> Response:
+    @app.exception_handler(LoginRequired)
+    async def _to_login(request: Request, _exc: LoginRequired) -> Response:
         if request.headers.get("hx-request"):
             # Come back to the page the operator was looking at, not to the fragment that
             # htmx was fetching for it (the overview refresh, a device-list filter).
@@ -56,21 +41,6 @@ def mount_static(app: FastAPI) -> None:
 def _local(target: str) -> str:
     """Where to go after login: a dashboard page, never off-site."""
     return target if target.startswith("/ui/") else "/ui/"
-
-
-def viewer(request: Request) -> Principal:
-    token = request.cookies.get(COOKIE)
-    if not token:
-        raise _LoginRequired
-    ctx = context(request)
-    try:
-        with ctx.db.read() as s:
-            return tokens.authenticate(s, token, now=ctx.clock())
-    except AuthenticationError:
-        raise _LoginRequired from None
-
-
-Who = Annotated[Principal, Depends(viewer)]
 
 
 @router.get("/login", response_class=HTMLResponse)
