@@ -122,11 +122,14 @@ class Chart:
 
 
 _SERIES = ("succeeded", "failed", "active")
+_UNDER_WAY = (RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.ROLLING_BACK)
 
 
 #: Tick spacings for the time axis, in seconds (ticks sit on multiples of these, in UTC).
-_TIME_STEPS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
-_TIME_STEPS += (7200, 10800, 21600, 43200, 86400, 172800, 604800, 2592000)
+_TIME_STEPS: tuple[float, ...] = (
+    *(0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600),
+    *(7200, 10800, 21600, 43200, 86400, 172800, 604800, 2592000),
+)
 
 
 def _count_step(top: int, ticks: int = 4) -> int:
@@ -170,7 +173,7 @@ def progress_chart(
     samples = [(e.at, e.counts) for e in reversed(r.events) if e.kind == "progress" and e.counts]
     if not samples:
         return None
-    end = now if r.state in (RolloutState.RUNNING, RolloutState.PAUSED) else r.finished_at
+    end = now if r.state in _UNDER_WAY else r.finished_at
     if end is not None and end > samples[-1][0]:
         samples.append((end, r.totals))
     left, right, top, bottom = 52, width - 32, 14, height - 42
@@ -228,7 +231,7 @@ EVENT_LABELS = {
     "created": "created",
     "wave_gate": "success gate",
     "wave": "wave started",
-    "gate_pause": "failure gate: pause",
+    "gate_pause": "gate: pause",
     "abort_and_rollback": "abort + rollback",
     "retry_failed": "retry failed",
     "rollback_done": "rollback done",
@@ -328,6 +331,7 @@ def _live_context(ctx: ServerContext, r: RolloutOut, who: Principal) -> dict[str
         "who": who,
         "buttons": buttons,
         "can_approve": who.allows(Role.APPROVER),
+        "approval_required": r.strategy.get("approval", {}).get("required", True),
         "can_emergency": who.allows(Role.ADMIN) and any(b.verb is Verb.START for b in buttons),
         "chart": progress_chart(r, ctx.clock()),
         "cause": cause(r),
