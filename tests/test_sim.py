@@ -56,7 +56,7 @@ def _outcomes(live_server, **faults):
                 finished = [a for a in rows if a["state"] in {"succeeded", "rolled_back", "failed"}]
                 return rows if len(finished) == 4 else None
 
-            return wait_for(done, timeout=60, what="simulated installs")
+            return wait_for(done, timeout=180, what="simulated installs")
     finally:
         stop.set()
         thread.join(10)

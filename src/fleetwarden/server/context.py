@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
 
 from fleetwarden.server.blobs import ArtifactStore
 from fleetwarden.server.db import Database
@@ -16,6 +18,7 @@ from fleetwarden.server.settings import Settings
 __all__ = ["Clock", "Presence", "ServerContext", "system_clock"]
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
 
 
 def system_clock() -> datetime:
@@ -60,5 +63,18 @@ class ServerContext:
     #: replica's controller ticks now instead of at its next interval.
     controller_wakeup: threading.Event = field(default_factory=threading.Event)
 
+    _memo: dict[str, tuple[float, Any]] = field(default_factory=dict)
+
     def wake_controller(self) -> None:
         self.controller_wakeup.set()
+
+    def memo(self, key: str, ttl: float, compute: Callable[[], T]) -> T:
+        """A value computed at most every ``ttl`` seconds in this replica (for costly
+        aggregates that dashboards poll, like the rollout risk model)."""
+        now = time.monotonic()
+        hit = self._memo.get(key)
+        if hit is not None and now - hit[0] < ttl:
+            return cast("T", hit[1])
+        value = compute()
+        self._memo[key] = (now, value)
+        return value

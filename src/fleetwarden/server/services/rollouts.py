@@ -327,6 +327,8 @@ def act(
         after = apply(before, verb)
         reason = _verb_effects(s, r, verb, who=who, reason=reason, emergency=emergency, now=now)
         r.state = after.value
+        if after in (RolloutState.ABORTED, RolloutState.DENIED):
+            r.finished_at = now
         r.reason = (
             reason if verb in (Verb.PAUSE, Verb.ABORT, Verb.ABORT_AND_ROLLBACK, Verb.DENY) else ""
         )
@@ -442,6 +444,8 @@ def send_back(s: Session, r: Rollout, *, now: datetime, only_wave: int | None) -
 def transition(s: Session, r: Rollout, verb: Verb, *, reason: str, now: datetime) -> None:
     before = r.state
     r.state = apply(RolloutState(r.state), verb).value
+    if r.state in (RolloutState.ABORTED.value, RolloutState.FINISHED.value):
+        r.finished_at = now
     r.reason = reason
     event(s, r, now=now, kind=verb.value, actor=CONTROLLER, message=reason or verb.value)
     audit.record(
@@ -487,8 +491,16 @@ def counts(s: Session, rollout_id: int) -> dict[str, int]:
 
 
 # -- reading ----------------------------------------------------------------------------------
-def _out(s: Session, r: Rollout, release: Release, *, detail: bool) -> RolloutOut:
-    totals = counts(s, r.id)
+def _out(
+    s: Session,
+    r: Rollout,
+    release: Release,
+    *,
+    detail: bool,
+    model: risk.RiskModel | None = None,
+    totals: dict[str, int] | None = None,
+) -> RolloutOut:
+    totals = dict(totals) if totals is not None else counts(s, r.id)
     totals["total"] = sum(totals.values())
     waves: list[WaveOut] = []
     risk_rows: list[RiskRow] = []
@@ -513,7 +525,7 @@ def _out(s: Session, r: Rollout, release: Release, *, detail: bool) -> RolloutOu
             )
             for w, c in sorted(per.items())
         ]
-        model = _risk_model(s)
+        model = model or _risk_model(s)
         label = _label(release)
         for mdl, frm, n in s.execute(
             select(RolloutMember.model, RolloutMember.from_release, func.count())
@@ -532,15 +544,7 @@ def _out(s: Session, r: Rollout, release: Release, *, detail: bool) -> RolloutOu
                 )
             )
         risk_rows.sort(key=lambda x: (x.success, x.model))
-        events = [
-            RolloutEventOut(at=e.at, kind=e.kind, actor=e.actor, message=e.message, counts=e.counts)
-            for e in s.scalars(
-                select(RolloutEvent)
-                .where(RolloutEvent.rollout_id == r.id)
-                .order_by(RolloutEvent.at.desc(), RolloutEvent.id.desc())
-                .limit(200)
-            )
-        ]
+        events = _events(s, r.id)
     return RolloutOut(
         id=r.id,
         name=r.name,
@@ -565,6 +569,36 @@ def _out(s: Session, r: Rollout, release: Release, *, detail: bool) -> RolloutOu
     )
 
 
+_MAX_TIMELINE = 500
+_MAX_CHART_POINTS = 200
+
+
+def _events(s: Session, rollout_id: int) -> list[RolloutEventOut]:
+    """Every decision and verb (newest 500), plus at most 200 progress snapshots spread evenly
+    over the whole rollout (always the first and the newest), newest first."""
+    base = select(RolloutEvent).where(RolloutEvent.rollout_id == rollout_id)
+    timeline = list(
+        s.scalars(
+            base.where(RolloutEvent.kind != "progress")
+            .order_by(RolloutEvent.at.desc(), RolloutEvent.id.desc())
+            .limit(_MAX_TIMELINE)
+        )
+    )
+    progress = list(
+        s.scalars(
+            base.where(RolloutEvent.kind == "progress").order_by(RolloutEvent.at, RolloutEvent.id)
+        )
+    )
+    if len(progress) > _MAX_CHART_POINTS:
+        step = (len(progress) - 1) / (_MAX_CHART_POINTS - 1)
+        progress = [progress[round(i * step)] for i in range(_MAX_CHART_POINTS)]
+    rows = sorted(timeline + progress, key=lambda e: (e.at, e.id), reverse=True)
+    return [
+        RolloutEventOut(at=e.at, kind=e.kind, actor=e.actor, message=e.message, counts=e.counts)
+        for e in rows
+    ]
+
+
 def get(ctx: ServerContext, rollout_id: int) -> RolloutOut:
     with ctx.db.read() as s:
         r = s.get(Rollout, rollout_id)
@@ -573,7 +607,8 @@ def get(ctx: ServerContext, rollout_id: int) -> RolloutOut:
         release = s.get(Release, r.release_id)
         if release is None:
             raise NotFoundError("release vanished")
-        return _out(s, r, release, detail=True)
+        model = ctx.memo("rollout-risk-model", 30.0, lambda: _risk_model(s))
+        return _out(s, r, release, detail=True, model=model)
 
 
 def list_rollouts(ctx: ServerContext) -> list[RolloutOut]:
@@ -583,7 +618,19 @@ def list_rollouts(ctx: ServerContext) -> list[RolloutOut]:
             .join(Release, Release.id == Rollout.release_id)
             .order_by(Rollout.id.desc())
         ).all()
-        return [_out(s, r, rel, detail=False) for r, rel in rows]
+        per = _counts_by_rollout(s)
+        return [_out(s, r, rel, detail=False, totals=per.get(r.id)) for r, rel in rows]
+
+
+def _counts_by_rollout(s: Session) -> dict[int, dict[str, int]]:
+    out: dict[int, dict[str, int]] = {}
+    for rid, status, n in s.execute(
+        select(RolloutMember.rollout_id, RolloutMember.status, func.count()).group_by(
+            RolloutMember.rollout_id, RolloutMember.status
+        )
+    ):
+        out.setdefault(rid, dict.fromkeys([m.value for m in MemberStatus], 0))[status] = n
+    return out
 
 
 def list_members(
