@@ -7,6 +7,7 @@ loading the server.
 
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -85,7 +86,7 @@ def agent_cmd(
             poll_interval=poll_interval,
             hold_at_step=_env("FLEETWARDEN_AGENT_HOLD_AT_STEP"),
         )
-        run(cfg)
+        run(cfg, argv=sys.argv[1:])
     except errors.FleetwardenError as e:
         fail(e)
 

@@ -44,6 +44,8 @@ class AgentConfig(BaseModel):
     health_checks: list[HealthCheck] = Field(default_factory=list)
     #: Command that reboots the device when an installer needs it.
     reboot_command: list[str] = Field(default_factory=lambda: ["systemctl", "reboot"])
+    #: Between updates, become the lean idle poller (fleetwarden.agent.lean) to save memory.
+    lean_idle: bool = True
     collect_packages: bool = True
     collect_firmware: bool = True
 

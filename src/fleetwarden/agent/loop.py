@@ -53,6 +53,8 @@ InventorySource = Callable[[str], Inventory]  # installed release → inventory
 _MAX_DOWNLOAD_ATTEMPTS = 3
 _RELOGIN_MARGIN = timedelta(minutes=2)
 _REFUSED_RETRY = 900.0
+_LEAN_MIN_DELAY = 2.0
+_LEAN_RENEW_MARGIN = timedelta(minutes=5)
 
 
 class Agent:
@@ -157,6 +159,31 @@ class Agent:
             self.client.token = None
             self._ensure_session()
             return fn()
+
+    def idle_handoff(self, delay: float, argv: list[str]) -> dict[str, Any] | None:
+        """What the lean poller needs, if the agent may go lean now (fleetwarden.agent.lean):
+        nothing in the journal, an ETag to poll with, and no session renewal or inventory due
+        for at least a minute."""
+        token, expires = self.client.token, self.client.token_expires
+        if delay < _LEAN_MIN_DELAY or self.etag is None or not token or expires is None:
+            return None
+        if self.journal.load() is not None:
+            return None
+        now = datetime.now(UTC)
+        inventory_at = now + timedelta(seconds=max(0.0, self.next_inventory - time.monotonic()))
+        wake = min(expires - _LEAN_RENEW_MARGIN, inventory_at)
+        if wake - now < timedelta(minutes=1):
+            return None
+        return {
+            "server": self.config.server,
+            "ca_file": str(self.config.server_ca_file) if self.config.server_ca_file else None,
+            "token": token,
+            "etag": self.etag,
+            "poll_interval": self.poll_interval,
+            "jitter": self.config.jitter,
+            "wake_full_at": wake.timestamp(),
+            "argv": argv,
+        }
 
     # -- identity ----------------------------------------------------------------------------
     def _ensure_session(self) -> None:

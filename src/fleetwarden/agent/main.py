@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import ssl
+import sys
 import threading
 
 import httpx
@@ -15,7 +18,8 @@ from fleetwarden.agent.config import AgentConfig
 from fleetwarden.agent.health import CommandHealthChecker
 from fleetwarden.agent.installers import default_installers
 from fleetwarden.agent.inventory import SystemInventory
-from fleetwarden.agent.loop import Agent, run_forever
+from fleetwarden.agent.lean import HANDOFF
+from fleetwarden.agent.loop import Agent
 from fleetwarden.agent.store import FileStore
 from fleetwarden.errors import ConfigError
 from fleetwarden.protocol.device import Inventory
@@ -52,13 +56,31 @@ def build_agent(config: AgentConfig, http: httpx.Client | None = None) -> Agent:
     )
 
 
-def run(config: AgentConfig) -> None:
-    """Run until SIGTERM/SIGINT; finishes the step in progress before stopping."""
+def run(config: AgentConfig, argv: list[str] | None = None) -> None:
+    """Run until SIGTERM/SIGINT; finishes the step in progress before stopping.
+
+    With ``argv`` (the command line that started this agent) and ``lean_idle``, an idle agent
+    turns into the lean poller by ``exec`` and back (fleetwarden.agent.lean).
+    """
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll is noise
     agent = build_agent(config)
+    store = config.data_dir / "state"
+    (store / HANDOFF).unlink(missing_ok=True)  # a stale hand-off holds an old session token
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    run_forever(agent, stop)
+    while not stop.is_set():
+        delay = agent.run_once()
+        handoff = agent.idle_handoff(delay, argv) if config.lean_idle and argv is not None else None
+        if handoff is not None and argv is not None:
+            handoff["user_agent"] = f"fleetwarden-agent/{fleetwarden.__version__}"
+            FileStore(store).write(HANDOFF, json.dumps(handoff).encode())
+            agent.client.http.close()
+            os.execv(
+                sys.executable, [sys.executable, "-m", "fleetwarden.agent.lean", str(store), *argv]
+            )
+        if delay > 0:
+            stop.wait(delay)
