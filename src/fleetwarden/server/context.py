@@ -68,6 +68,16 @@ class ServerContext:
     def wake_controller(self) -> None:
         self.controller_wakeup.set()
 
+    def due(self, key: str, every: float) -> bool:
+        """True at most once per ``every`` seconds per key in this replica (throttles costly
+        periodic work, such as rescanning the fleet for a dynamic rollout)."""
+        now = time.monotonic()
+        last = self._memo.get(f"due:{key}")
+        if last is not None and now - last[0] < every:
+            return False
+        self._memo[f"due:{key}"] = (now, None)
+        return True
+
     def memo(self, key: str, ttl: float, compute: Callable[[], T]) -> T:
         """A value computed at most every ``ttl`` seconds in this replica (for costly
         aggregates that dashboards poll, like the rollout risk model)."""

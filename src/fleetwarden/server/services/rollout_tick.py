@@ -44,6 +44,8 @@ __all__ = ["tick_all"]
 
 _ACTIVE = [s.value for s in lifecycle.ACTIVE_STATES]
 _PROGRESS_EVERY = timedelta(seconds=30)
+#: How often a dynamic rollout rescans the fleet for newly matching devices.
+_DYNAMIC_EVERY = 30.0
 
 
 def tick_all(ctx: ServerContext) -> int:
@@ -69,7 +71,7 @@ def _tick(ctx: ServerContext, rollout_id: int) -> bool:
         release = s.get(Release, r.release_id)
         if release is None:
             return False
-        if spec.dynamic:
+        if spec.dynamic and ctx.due(f"rollout-{r.id}-dynamic", _DYNAMIC_EVERY):
             _add_new_devices(s, r, release, spec)
         view, devices = _view(s, r, spec)
         tick = plan_tick(view, now)
