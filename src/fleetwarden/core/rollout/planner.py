@@ -204,7 +204,9 @@ def plan_tick(view: RolloutView, now: datetime) -> Tick:  # noqa: C901, PLR0912,
                 and not ignore_windows
                 and m.state in _NOT_INSTALLING
                 and m.windows
-                and not any(window_open_now.get(w, True) for w in m.windows)
+                # "Ended" means no window is open and none opens within the download lead:
+                # an assignment made in the lead is waiting for its window, not past it.
+                and not any(window_ok.get(w, True) for w in m.windows)
             ):
                 tick.cancel.append(m.device_id)
                 status = MemberStatus.WAITING
@@ -235,12 +237,14 @@ def plan_tick(view: RolloutView, now: datetime) -> Tick:  # noqa: C901, PLR0912,
             tick.pause = reason
         else:
             tick.abort = reason
+            timed_out = set(tick.timeouts)
             cancellable = {
                 m.device_id
                 for m in view.members
                 if m.status is MemberStatus.ACTIVE and m.state in _NOT_INSTALLING
             }
-            tick.cancel = sorted(cancellable | set(tick.cancel))
+            # A timed-out assignment has already failed: it is not withdrawn as well.
+            tick.cancel = sorted((cancellable | set(tick.cancel)) - timed_out)
             if g.on_failure is FailureAction.ABORT_AND_ROLLBACK:
                 tick.rollback = [
                     m.device_id

@@ -36,6 +36,7 @@ CRITICALITY = {"low": 0.0, "medium": 1.0, "normal": 1.0, "high": 2.0, "critical"
 GLOBAL_PRIOR_SUCCESS = 0.9
 GLOBAL_PRIOR_WEIGHT = 10.0
 RELEASE_PRIOR_WEIGHT = 10.0
+_TINY = 1e-12
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +81,10 @@ class RiskModel:
     def estimate(self, model: str, from_release: str, to_release: str) -> Estimate:
         alpha, beta = self._release_prior(to_release)
         o = self.history.get((model, from_release, to_release), Outcomes())
-        return Estimate(
-            (alpha + o.succeeded) / (alpha + beta + o.succeeded + o.failed), o.succeeded + o.failed
-        )
+        p = (alpha + o.succeeded) / (alpha + beta + o.succeeded + o.failed)
+        # Rule 1 in floating point: with huge counts the quotient rounds to exactly 0 or 1.
+        p = min(max(p, _TINY), 1.0 - _TINY)
+        return Estimate(p, o.succeeded + o.failed)
 
 
 def criticality_rank(value: str | None) -> float:

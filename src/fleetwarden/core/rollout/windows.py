@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
@@ -45,20 +45,32 @@ class Window:
         except (CronSimError, ValueError) as e:
             raise InputError(f"invalid cron expression {self.cron!r}: {e}") from e
 
-    def _starts(self, after: datetime) -> Iterable[datetime]:
-        return CronSim(self.cron, after.astimezone(ZoneInfo(self.timezone)))
+    def _first_start_after(self, after: datetime) -> datetime:
+        """The first start strictly after the instant ``after``, in UTC.
+
+        Arithmetic and comparisons are on instants (UTC): an aware datetime in a zone with DST
+        subtracts wall-clock time, and cron searches from a local time inside the repeated
+        fall-back hour restart at its first occurrence, which lies *before* ``after``.
+        """
+        after = after.astimezone(UTC)
+        for i, start in enumerate(CronSim(self.cron, after.astimezone(ZoneInfo(self.timezone)))):
+            instant = start.astimezone(UTC)
+            if instant > after:
+                return instant
+            if i > 4:  # pragma: no cover - cron yields increasing local times
+                break
+        raise InputError(f"window {self.cron!r} never starts after {after:%Y-%m-%d %H:%M}")
 
     def is_open(self, now: datetime) -> bool:
         """Rule 3."""
-        for start in self._starts(now - self.duration):
-            return start <= now
-        return False  # pragma: no cover - cron schedules never end
+        now = now.astimezone(UTC)
+        return self._first_start_after(now - self.duration) <= now
 
     def next_open(self, now: datetime) -> datetime:
-        """``now`` if open, else the next start."""
+        """``now`` if open, else the next start (in UTC)."""
         if self.is_open(now):
             return now
-        return next(iter(self._starts(now)))
+        return self._first_start_after(now)
 
 
 def any_open(windows: Iterable[Window], now: datetime) -> bool:
