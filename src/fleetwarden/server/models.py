@@ -14,12 +14,14 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
     UniqueConstraint,
     text,
 )
+from sqlalchemy import false as sa_false
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -174,6 +176,12 @@ class Artifact(Base):
     meta: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
     created_by: Mapped[str] = mapped_column(String(128))
+    # TUF: the counter of this artifact within its name (1, 2, ...), signed into the image
+    # repository; agents refuse a lower counter than the one installed unless the installed
+    # artifact was withdrawn (a downgrade needs the image repository's consent, not only the
+    # director's).
+    release_counter: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    withdrawn: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     __table_args__ = (UniqueConstraint("name", "version", name="uq_artifacts_name_version"),)
 
 
@@ -332,3 +340,21 @@ class RolloutEvent(Base):
     actor: Mapped[str] = mapped_column(String(160))
     message: Mapped[str] = mapped_column(Text, default="")
     counts: Mapped[dict[str, Any] | None]
+
+
+class TufMetadata(Base):
+    """Every signed version of every TUF role of both repositories (``image``, ``director``).
+
+    Stored in the database so that every replica serves the same bytes; the keys are not here,
+    so the database alone cannot produce metadata that devices accept. ``digest`` identifies
+    the signed content (for delegated bins: their target set) so that unchanged bins are not
+    re-signed."""
+
+    __tablename__ = "tuf_metadata"
+    repo: Mapped[str] = mapped_column(String(16), primary_key=True)
+    role: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    expires: Mapped[datetime]
+    digest: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
