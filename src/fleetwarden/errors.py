@@ -121,3 +121,16 @@ class HealthCheckFailed(InstallError):
 
 class ConfigError(FleetwardenError):
     code = "config"
+
+
+class SigningError(FleetwardenError):
+    """A signing key could not be used (locked token, wrong PIN, missing key). Signing fails
+    closed: nothing is published unsigned. Messages never contain key material or PINs."""
+
+    code = "signing"
+
+
+class TrustError(VerificationError):
+    """Signed metadata did not verify (TUF): the device installs nothing it names."""
+
+    code = "untrusted"
