@@ -58,12 +58,20 @@ def note(text: str) -> None:
 class Proc:
     """A child process in its own process group, with stderr captured to a file."""
 
-    def __init__(self, argv: list[str], *, log: Path, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        *,
+        log: Path,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.log = log
         self._log_file = log.open("wb")
         self.popen = subprocess.Popen(
             argv,
             cwd=cwd,
+            env=None if env is None else {**os.environ, **env},
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -125,15 +133,20 @@ def wait_ready(proc: Proc, url: str, timeout: float = 60) -> None:
 
 
 def start_server(
-    data_dir: Path, *, workers: int = 1, extra: list[str] | None = None
+    data_dir: Path,
+    *,
+    workers: int = 1,
+    extra: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[Proc, str, str | None]:
     """Start ``fleetwarden server`` (SQLite in ``data_dir``); return it, its URL and the
-    bootstrap admin token (printed only by the first start on an empty data dir)."""
+    bootstrap admin token (printed only by the first start on an empty data dir). ``env``
+    adds ``FLEETWARDEN_*`` settings to the inherited environment."""
     port = free_port()
     argv = [str(FLEETWARDEN), "server", "--data-dir", str(data_dir), "--port", str(port)]
     if workers > 1:
         argv += ["--workers", str(workers)]
-    proc = Proc(argv + (extra or []), log=data_dir.parent / f"server-{port}.log")
+    proc = Proc(argv + (extra or []), log=data_dir.parent / f"server-{port}.log", env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(proc, url + "/readyz")
@@ -149,6 +162,20 @@ def cpu_seconds(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """utime + stime of every live process in a process group (a server and its workers)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # exited meanwhile
+        fields = text[text.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def rss_mb(pid: int) -> float:

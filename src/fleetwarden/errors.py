@@ -8,7 +8,8 @@ Roots are chosen by what the caller must do, not by where the error came from::
     │   ├── RangeNotSatisfiable  an HTTP Range lies outside the content                         (416)
     │   └── PayloadTooLarge      an upload is over the configured limit                         (413)
     ├── VerificationError        content failed a check: never use it, never retry the same bytes
-    │   └── IntegrityError       size or sha256 differs from what was promised
+    │   ├── IntegrityError       size or sha256 differs from what was promised
+    │   └── TrustError           signed (TUF) metadata does not verify or does not allow it
     ├── AuthError
     │   ├── AuthenticationError  who you are is not proven (bad/expired/reused token, bad cert) (401)
     │   └── PermissionDenied     proven, but the role does not allow it                         (403)
@@ -18,6 +19,7 @@ Roots are chosen by what the caller must do, not by where the error came from::
     │   └── Deferred             not now: retry after ``retry_after`` seconds (a closed window)
     ├── TransportError           the network or the peer failed: retry with backoff
     │   └── ServerError          the peer answered 5xx
+    ├── SigningError             a signing key (file or PKCS#11 token) cannot be used
     ├── InstallError             a step on the device failed: roll back and report
     │   └── HealthCheckFailed    the update installed but the device is not healthy
     └── ConfigError              configuration is missing or invalid: fix it, fatal at start
