@@ -28,6 +28,8 @@ from fleetwarden.protocol.device import (
     Inventory,
     InventoryAck,
     PollResponse,
+    ReenrollRequest,
+    ReenrollResponse,
     SessionRequest,
     SessionResponse,
     StatusAck,
@@ -135,6 +137,11 @@ class DeviceClient:
         )
         self.token, self.token_expires = answer.token, answer.expires_at
         return answer
+
+    def reenroll(self, body: ReenrollRequest) -> ReenrollResponse:
+        """Renew the device certificate over the current session (EST simplereenroll)."""
+        resp = self._request("POST", "/device/v1/reenroll", json=body.model_dump())
+        return self._parse(ReenrollResponse, resp)
 
     # -- work ----------------------------------------------------------------------------------
     def poll(self, etag: str | None) -> PollResult:

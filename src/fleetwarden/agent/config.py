@@ -35,6 +35,8 @@ class AgentConfig(BaseModel):
     #: Override the server's poll interval (seconds); mainly for labs and tests.
     poll_interval: float | None = Field(None, gt=0)
     jitter: float = Field(0.1, ge=0, le=0.5)
+    #: Renew the device certificate when less than this share of its lifetime remains.
+    renew_fraction: float = Field(1 / 3, gt=0, lt=1)
     #: How often to re-collect inventory (it is only sent when it changed).
     inventory_interval: float = Field(3600, gt=0)
 

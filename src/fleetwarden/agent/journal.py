@@ -29,6 +29,9 @@ class Job:
     reboot_requested: bool = False
     #: Installer rollback snapshots, by artifact type.
     snapshots: dict[str, Any] = field(default_factory=dict)
+    #: What the TUF repositories verified for each artifact (path, length, sha256, counter);
+    #: empty until the assignment was verified.
+    trusted: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def assignment(self) -> Action:

@@ -16,6 +16,7 @@ Crash safety (the reason this file is shaped as it is; the step table is ``core.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -29,6 +30,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from fleetwarden import errors
 from fleetwarden.agent.client import DeviceClient, sha256_file
 from fleetwarden.agent.config import AgentConfig
@@ -37,10 +40,13 @@ from fleetwarden.agent.identity import Identity, IdentityStore, make_csr
 from fleetwarden.agent.installers import InstallContext, Installer, Payload
 from fleetwarden.agent.journal import Job, Journal
 from fleetwarden.agent.store import Store
+from fleetwarden.agent.trust import TufTrust
 from fleetwarden.core.assignments import AssignmentState
+from fleetwarden.core.certificates import should_renew
 from fleetwarden.core.inventory import fingerprint
 from fleetwarden.core.job import ABANDONABLE, FINAL, REPORT_BEFORE, Outcome, Step, next_step, resume
-from fleetwarden.protocol.device import EnrollRequest, Inventory, StatusReport
+from fleetwarden.core.tuf_rules import TrustedArtifact
+from fleetwarden.protocol.device import EnrollRequest, Inventory, ReenrollRequest, StatusReport
 
 __all__ = ["Agent", "InventorySource", "run_forever"]
 
@@ -55,6 +61,7 @@ _RELOGIN_MARGIN = timedelta(minutes=2)
 _REFUSED_RETRY = 900.0
 _LEAN_MIN_DELAY = 2.0
 _LEAN_RENEW_MARGIN = timedelta(minutes=5)
+_RENEW_RETRY = timedelta(hours=1)
 
 
 class Agent:
@@ -69,6 +76,7 @@ class Agent:
         health: HealthChecker,
         rng: random.Random | None = None,
         reboot: Callable[[], None] | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.config = config
         self.client = client
@@ -81,12 +89,17 @@ class Agent:
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.reboot = reboot or self._reboot_command
         self.identity: Identity | None = None
+        #: Wall clock for certificate and session lifetimes (tests pass a frozen one).
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self._renew_retry_at: datetime | None = None
         self.etag: str | None = None
         self.poll_interval = config.poll_interval or 300.0
         self.server_fingerprint: str | None = None
         self.next_inventory = 0.0
         self.failures = 0
         self._resumed = False
+        self._hardware_model: str | None = None
+        self.trust = TufTrust(client.http, config.server, config.data_dir / "tuf")
 
     def __repr__(self) -> str:
         who = self.identity.device_id if self.identity else "not enrolled"
@@ -190,10 +203,41 @@ class Agent:
         if self.identity is None:
             self.identity = self.identity_store.load() or self._enroll()
         expires = self.client.token_expires
-        if self.client.token and expires and expires - datetime.now(UTC) > _RELOGIN_MARGIN:
+        if not (self.client.token and expires and expires - self.clock() > _RELOGIN_MARGIN):
+            self.client.open_session(
+                self.identity.device_id, self.identity.certificate_pem, self.identity.sign_challenge
+            )
+        self._maybe_renew(self.identity)
+
+    def _maybe_renew(self, identity: Identity) -> None:
+        """Renew the certificate when too little of its lifetime is left (core.certificates),
+        crash-safely (agent.identity), then open a session with the new one, which makes it
+        the device's current certificate on the server."""
+        now = self.clock()
+        cert = identity.certificate
+        if (self._renew_retry_at is not None and now < self._renew_retry_at) or not should_renew(
+            cert.not_valid_before_utc,
+            cert.not_valid_after_utc,
+            now=now,
+            fraction=self.config.renew_fraction,
+        ):
             return
-        self.client.open_session(
-            self.identity.device_id, self.identity.certificate_pem, self.identity.sign_challenge
+        key = self.identity_store.next_key()
+        try:
+            answer = self.client.reenroll(ReenrollRequest(csr=make_csr(key, identity.device_id)))
+            renewed = _renewed(identity, key, answer.certificate, answer.ca_certificates)
+        except (errors.InputError, errors.VerificationError, errors.ConflictError) as e:
+            # Refused: keep the current certificate and ask again later, not on every poll.
+            self._renew_retry_at = now + _RENEW_RETRY
+            log.warning("certificate renewal refused (%s); retrying in %s", e, _RENEW_RETRY)
+            return
+        self.identity_store.save_renewed(renewed)
+        self.identity = renewed
+        self.client.token = None
+        self.client.open_session(renewed.device_id, renewed.certificate_pem, renewed.sign_challenge)
+        log.info(
+            "renewed the device certificate; valid until %s",
+            renewed.certificate.not_valid_after_utc,
         )
 
     def _enroll(self) -> Identity:
@@ -208,6 +252,8 @@ class Agent:
             EnrollRequest(enrollment_token=token, csr=make_csr(key, hostname), hostname=hostname)
         )
         identity = Identity(answer.device_id, key, answer.certificate, answer.ca_certificates[0])
+        if answer.tuf_roots:
+            self.trust.install_roots(answer.tuf_roots)
         self.identity_store.save(identity)
         log.info("enrolled as %s", answer.device_id)
         return identity
@@ -332,7 +378,31 @@ class Agent:
         return parts
 
     def _do_received(self, job: Job) -> None:
+        """Verify the assignment against both TUF repositories before anything else; the
+        verified length and sha256 replace what the poll said (which only the server vouches
+        for). A refusal fails the assignment with the rule's reason and changes nothing."""
+        if not job.trusted:
+            assert self.identity is not None  # noqa: S101 - a job exists only after enrollment
+            try:
+                trusted = self.trust.verify(
+                    job.assignment, device_id=self.identity.device_id, model=self._model()
+                )
+            except errors.TrustError as e:
+                log.error("assignment %d refused: %s", job.assignment.assignment_id, e)  # noqa: TRY400
+                self._then(job, Outcome.FAILED, f"refused: {e}")
+                return
+            job.trusted = [dataclasses.asdict(t) for t in trusted]
+            for ref, t in zip(job.action["artifacts"], trusted, strict=True):
+                ref["sha256"], ref["size"] = t.sha256, t.length
+            self._save(job)
         self._then(job, Outcome.OK)
+
+    def _model(self) -> str:
+        if self.config.hardware_model is not None:
+            return self.config.hardware_model
+        if self._hardware_model is None:
+            self._hardware_model = self.collect_inventory(self._installed_release()).hardware_model
+        return self._hardware_model
 
     def _do_downloading(self, job: Job) -> None:
         downloads, _ = self._paths(job)
@@ -492,6 +562,11 @@ class Agent:
         log.info(
             "assignment %d ended: %s %s", job.assignment.assignment_id, job.step.value, job.detail
         )
+        if job.step is Step.COMMITTED and job.trusted:
+            self.trust.record_installed(
+                [TrustedArtifact(**t) for t in job.trusted],
+                [ref.name for ref in job.assignment.artifacts],
+            )
         self.journal.clear()
         shutil.rmtree(workdir, ignore_errors=True)
         for ref in job.assignment.artifacts:
@@ -499,6 +574,24 @@ class Agent:
             (downloads / f"{ref.sha256}.part").unlink(missing_ok=True)
         self.next_inventory = 0.0  # report the new state of the device soon
         self.etag = None
+
+
+def _renewed(
+    identity: Identity, key: ec.EllipticCurvePrivateKey, cert_pem: str, ca_pems: list[str]
+) -> Identity:
+    """The renewed identity, after checking the server certified the key we sent.
+
+    Raises:
+        VerificationError: the certificate does not parse or certifies another key.
+    """
+    renewed = Identity(identity.device_id, key, cert_pem, "".join(ca_pems))
+    try:
+        public_key = renewed.certificate.public_key()
+    except ValueError as e:
+        raise errors.VerificationError("server sent a certificate that does not parse") from e
+    if public_key != key.public_key():
+        raise errors.VerificationError("renewed certificate is not for the key we sent")
+    return renewed
 
 
 def run_forever(agent: Agent, stop: threading.Event) -> None:

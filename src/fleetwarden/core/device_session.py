@@ -13,8 +13,9 @@ Rules:
   2. A challenge is valid for ``max_age`` after issue and only if its MAC verifies; challenges
      and tokens are MACed with a server secret shared by all replicas, so any replica can
      verify what any other issued (load balancers need no stickiness).
-  3. The certificate must chain directly to the given CA, be valid at ``now``, carry the
-     clientAuth extended key usage and name exactly one device in its subject CN.
+  3. The certificate must chain directly to the given CA (or to one of the given CAs: during a
+     CA rotation the previous CA stays trusted), be valid at ``now``, carry the clientAuth
+     extended key usage and name exactly one device in its subject CN.
   4. The signature domain string keeps these signatures from being replayed in any other
      protocol that uses the same key.
   5. Every failure raises ``AuthenticationError`` (never a foreign exception).
@@ -27,6 +28,7 @@ import binascii
 import hashlib
 import hmac
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -141,14 +143,24 @@ def signed_message(challenge: str, device_id: str) -> bytes:
     return SIGNATURE_DOMAIN + challenge.encode() + b"\n" + device_id.encode()
 
 
+def _issued_by_one_of(cert: x509.Certificate, cas: Sequence[x509.Certificate]) -> None:
+    for ca in cas:
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return
+    raise AuthenticationError("certificate was not issued by this server's CA")
+
+
 def verify_device_certificate(
-    cert: x509.Certificate, ca: x509.Certificate, *, now: datetime
+    cert: x509.Certificate,
+    ca: x509.Certificate | Sequence[x509.Certificate],
+    *,
+    now: datetime,
 ) -> str:
     """Check rule 3 and return the device id named by the certificate."""
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature) as e:
-        raise AuthenticationError("certificate was not issued by this server's CA") from e
+    _issued_by_one_of(cert, [ca] if isinstance(ca, x509.Certificate) else ca)
     if not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc):
         raise AuthenticationError("certificate is not valid at this time")
     try:
@@ -176,7 +188,7 @@ def verify_proof(
     cert_pem: bytes,
     signature: bytes,
     challenge: str,
-    ca: x509.Certificate,
+    ca: x509.Certificate | Sequence[x509.Certificate],
     secret: bytes,
     now: datetime,
     max_age: timedelta,

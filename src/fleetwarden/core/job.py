@@ -62,7 +62,8 @@ class Outcome(enum.StrEnum):
 
 
 TRANSITIONS: dict[Step, dict[Outcome, Step]] = {
-    Step.RECEIVED: {Outcome.OK: Step.DOWNLOADING},
+    # FAILED: the assignment did not verify against the TUF repositories; nothing changed.
+    Step.RECEIVED: {Outcome.OK: Step.DOWNLOADING, Outcome.FAILED: Step.FAILED},
     Step.DOWNLOADING: {
         Outcome.OK: Step.DOWNLOADED,
         Outcome.RETRY: Step.DOWNLOADING,

@@ -238,3 +238,21 @@ class FleetSummary(_Out):
     releases: dict[str, int]
     os_versions: dict[str, int]
     assignments: dict[str, int]
+
+
+# -- device CA ----------------------------------------------------------------------------------
+__all__ += ["CaOut", "CaStatus"]
+
+
+class CaOut(_Out):
+    key_id: str
+    subject: str
+    not_after: datetime
+    #: "issuing" for the current CA; "previous" for one kept trusted after a rotation.
+    role: str
+    #: Previous CAs: trusted until this moment (the last certificate they issued expires).
+    trusted_until: datetime | None = None
+
+
+class CaStatus(_Out):
+    cas: list[CaOut]

@@ -51,6 +51,8 @@ class EnrollResponse(_Model):
     certificate: str
     ca_certificates: list[str]
     poll_interval_seconds: int
+    #: The TUF roots the device pins: ``{"image": root.json, "director": root.json}``.
+    tuf_roots: dict[str, str] = Field(default_factory=dict)
 
 
 class ChallengeResponse(_Model):
@@ -160,3 +162,23 @@ class Inventory(_Model):
 class InventoryAck(_Model):
     fingerprint: str
     changed: bool
+
+
+# -- certificate renewal (EST simplereenroll semantics, RFC 7030 §4.2.2) --------------------------
+__all__ += ["ReenrollRequest", "ReenrollResponse"]
+
+
+class ReenrollRequest(_Model):
+    """A new CSR, sent over a session opened with the device's current certificate.
+
+    The key may be the same or a new one; the CSR's subject and extensions are ignored (the
+    server names the device)."""
+
+    csr: Pem
+
+
+class ReenrollResponse(_Model):
+    certificate: str
+    #: Every CA the server trusts for device certificates, the issuing one first.
+    ca_certificates: list[str]
+    not_after: datetime

@@ -9,19 +9,21 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 import fleetwarden
-from fleetwarden.server.api import device, operator, rollouts
+from fleetwarden.server.api import device, operator, pki, rollouts, tuf
 from fleetwarden.server.api.errors import install_error_handlers
 from fleetwarden.server.blobs import ArtifactStore, LocalArtifactStore
 from fleetwarden.server.context import Clock, ServerContext, system_clock
 from fleetwarden.server.db import Database
-from fleetwarden.server.jobs import flush_presence, run_controller, run_jobs
+from fleetwarden.server.jobs import flush_presence, run_controller, run_jobs, run_tuf_refresh
 from fleetwarden.server.leader import Leadership
 from fleetwarden.server.metrics import Metrics, RequestMetricsMiddleware
-from fleetwarden.server.pki import DeviceCA, load_or_create_secret
-from fleetwarden.server.services import devices
+from fleetwarden.server.pki import DeviceCAs, load_or_create_secret
+from fleetwarden.server.services import certificates, devices
 from fleetwarden.server.settings import Settings
+from fleetwarden.server.tuf.service import TufService
 
 __all__ = ["build_context", "create_app"]
 
@@ -37,10 +39,27 @@ def build_context(
         settings=settings,
         db=db,
         store=store or LocalArtifactStore(settings.data_dir / "blobs"),
-        ca=DeviceCA.load_or_create(settings.data_dir / "ca", now=clock()),
+        ca=DeviceCAs(settings.data_dir / "ca", now=clock()),
         secret=load_or_create_secret(settings.data_dir / "secrets" / "session.key"),
         metrics=Metrics(),
+        tuf=TufService(
+            db,
+            settings.data_dir / "tuf" / "keys",
+            image_bin_bits=settings.tuf_image_bin_bits,
+            director_bin_bits=settings.tuf_director_bin_bits,
+        ),
         clock=clock,
+    )
+
+    def sign_changes(s: Session) -> None:
+        if s.info.pop("tuf_image_changed", False):
+            ctx.tuf.publish_image(s, ctx.clock())
+        if s.info.pop("tuf_director_changed", False):
+            ctx.tuf.publish_director(s, ctx.clock())
+
+    db.before_commit(sign_changes)
+    ctx.tuf.bootstrap(
+        clock(), dev_root_dir=settings.data_dir / "tuf" / "root" if settings.tuf_dev_keys else None
     )
 
     def fleet_snapshot() -> tuple[dict[str, int], dict[str, int]]:
@@ -48,6 +67,7 @@ def build_context(
         return s.states, s.assignments
 
     ctx.metrics.attach_fleet(fleet_snapshot)
+    ctx.metrics.attach_certificates(lambda: certificates.expiry_counts(ctx), clock)
     return ctx
 
 
@@ -68,6 +88,7 @@ def create_app(
             tasks = [
                 asyncio.create_task(run_jobs(ctx)),
                 asyncio.create_task(run_controller(ctx, leadership)),
+                asyncio.create_task(run_tuf_refresh(ctx)),
             ]
         try:
             yield
@@ -94,6 +115,8 @@ def create_app(
     app.include_router(device.router)
     app.include_router(operator.router)
     app.include_router(rollouts.router)
+    app.include_router(pki.router)
+    app.include_router(tuf.router)
     from fleetwarden.server.web import routes as web
 
     app.include_router(web.router)

@@ -12,8 +12,9 @@ from typing import Any, TypeVar, cast
 from fleetwarden.server.blobs import ArtifactStore
 from fleetwarden.server.db import Database
 from fleetwarden.server.metrics import Metrics
-from fleetwarden.server.pki import DeviceCA
+from fleetwarden.server.pki import DeviceCAs
 from fleetwarden.server.settings import Settings
+from fleetwarden.server.tuf.service import TufService
 
 __all__ = ["Clock", "Presence", "ServerContext", "system_clock"]
 
@@ -54,9 +55,10 @@ class ServerContext:
     settings: Settings
     db: Database
     store: ArtifactStore
-    ca: DeviceCA
+    ca: DeviceCAs
     secret: bytes
     metrics: Metrics
+    tuf: TufService
     clock: Clock = system_clock
     presence: Presence = field(default_factory=Presence)
     #: Set when something a rollout waits for happened (device feedback, a verb), so this

@@ -16,7 +16,7 @@ up front makes writers wait their turn instead.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,11 @@ class Database:
             if not self.is_sqlite:
                 conn.execute(text("SELECT pg_advisory_xact_lock(724300101)"))
             command.upgrade(alembic_config(conn), "head")
+
+    def before_commit(self, hook: Callable[[Session], None]) -> None:
+        """Run ``hook`` inside every write transaction just before it commits (used to sign
+        TUF metadata in the same transaction as the change it authorises)."""
+        event.listen(self._writer, "before_commit", hook)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -13,7 +13,7 @@ from fleetwarden.server.leader import Leadership
 from fleetwarden.server.models import Device
 from fleetwarden.server.services.rollout_tick import tick_all
 
-__all__ = ["flush_presence", "run_controller", "run_jobs", "tick_all"]
+__all__ = ["flush_presence", "run_controller", "run_jobs", "run_tuf_refresh", "tick_all"]
 
 log = logging.getLogger("fleetwarden.jobs")
 
@@ -69,3 +69,24 @@ async def run_controller(ctx: ServerContext, leadership: Leadership) -> None:
                 log.exception("rollout controller tick failed; will retry")
     finally:
         leadership.release()
+
+
+async def run_tuf_refresh(ctx: ServerContext) -> None:
+    """Keep the TUF repositories fresh: re-sign the timestamp (and any role) before it
+    expires, and publish director entries removed lazily. Every hour the director's entries
+    are recomputed in full, which also re-signs bins that are close to expiry."""
+    interval = ctx.settings.tuf_refresh_seconds
+    full_every = max(1, round(3600 / interval))
+    n = 0
+    while True:
+        await asyncio.sleep(interval)
+        n += 1
+        try:
+            full = n % full_every == 0
+            signed = await anyio.to_thread.run_sync(
+                lambda: ctx.tuf.refresh(ctx.clock(), full=full)  # noqa: B023 - awaited here
+            )
+            if signed:
+                log.debug("TUF: signed %s", ", ".join(signed))
+        except Exception:
+            log.exception("TUF refresh failed; will retry")

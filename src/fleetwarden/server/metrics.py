@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["FleetCollector", "Metrics", "RequestMetricsMiddleware"]
+__all__ = ["CertificateExpiryCollector", "FleetCollector", "Metrics", "RequestMetricsMiddleware"]
 
 FleetSnapshot = tuple[dict[str, int], dict[str, int]]  # device states, assignment states
 
@@ -42,6 +43,33 @@ class FleetCollector(Collector):
         for state, n in assignments.items():
             a.add_metric([state], n)
         yield a
+
+
+class CertificateExpiryCollector(Collector):
+    """``fleetwarden_device_certificates{state}``: active devices' current certificates by
+    time to expiry (``core.certificates.ExpiryState``), computed at scrape and kept for
+    ``ttl`` seconds of the server's clock, so several scrapers cost one aggregate query."""
+
+    def __init__(
+        self, counts: Callable[[], dict[str, int]], clock: Callable[[], datetime], ttl: float = 5.0
+    ) -> None:
+        self._counts = counts
+        self._clock = clock
+        self._ttl = timedelta(seconds=ttl)
+        self._cached: tuple[datetime, dict[str, int]] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        now = self._clock()
+        if self._cached is None or not (self._cached[0] <= now < self._cached[0] + self._ttl):
+            self._cached = (now, self._counts())
+        g = GaugeMetricFamily(
+            "fleetwarden_device_certificates",
+            "Current certificates of active devices by time to expiry",
+            labels=["state"],
+        )
+        for state, n in self._cached[1].items():
+            g.add_metric([state], n)
+        yield g
 
 
 class Metrics:
@@ -76,6 +104,11 @@ class Metrics:
 
     def attach_fleet(self, snapshot: Callable[[], FleetSnapshot]) -> None:
         self.registry.register(FleetCollector(snapshot))
+
+    def attach_certificates(
+        self, counts: Callable[[], dict[str, int]], clock: Callable[[], datetime]
+    ) -> None:
+        self.registry.register(CertificateExpiryCollector(counts, clock))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

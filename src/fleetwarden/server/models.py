@@ -136,6 +136,9 @@ class Device(Base):
     #: Serial (hex) of the one certificate that may open sessions for this device.
     cert_serial: Mapped[str | None] = mapped_column(String(64))
     cert_not_after: Mapped[datetime | None]
+    #: A renewed certificate not used yet: it becomes ``cert_serial`` when the device first
+    #: opens a session with it, so a renewal answer lost on the way never locks a device out.
+    pending_cert_serial: Mapped[str | None] = mapped_column(String(64))
     #: Bumped whenever the answer to this device's poll changes; it is the poll's ETag.
     rev: Mapped[int] = mapped_column(BigInteger, default=1)
     inventory_fingerprint: Mapped[str | None] = mapped_column(String(64))
@@ -150,8 +153,13 @@ class DeviceCertificate(Base):
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
     issued_at: Mapped[datetime]
     not_after: Mapped[datetime]
-    revoked_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None] = mapped_column(index=True)
     pem: Mapped[str] = mapped_column(Text)
+    #: CRL reason: "superseded" (replaced by a renewal) or None (revoked with the device).
+    revocation_reason: Mapped[str | None] = mapped_column(String(32))
+    #: Subject key identifier (hex) of the CA that issued it; None for rows from before 0004,
+    #: which the first CA issued.
+    issuer_key_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class InventorySnapshot(Base):

@@ -46,7 +46,21 @@ class Settings(BaseSettings):
     rollout_tick_seconds: float = Field(5.0, gt=0, le=3600)
 
     device_cert_days: int = Field(30, ge=1, le=3650)
+    #: A CRL's nextUpdate is this far after its thisUpdate; it is re-signed at half that age.
+    crl_validity_hours: int = Field(24, ge=1, le=24 * 30)
     session_token_minutes: int = Field(60, ge=1, le=24 * 60)
+
+    #: TUF: hashed bins of the image repository (4: 16 bins, 8: 256) and of the director
+    #: (2**bits succinct bins; 8 suits ~25,000 devices, 10 suits 100,000+).
+    tuf_image_bin_bits: Literal[4, 8] = 4
+    tuf_director_bin_bits: int = Field(8, ge=1, le=16)
+    #: A server started without TUF keys creates a 1-of-1 root key under its data directory
+    #: (development). Set false in production: the server then refuses to start until
+    #: `fleetwarden keys init` created offline root keys.
+    tuf_dev_keys: bool = True
+    #: How often a replica re-signs what is due (the timestamp) and publishes lazily removed
+    #: director entries.
+    tuf_refresh_seconds: float = Field(10.0, gt=0, le=3600)
     challenge_max_age_seconds: int = Field(120, ge=5, le=3600)
     max_upload_bytes: int = Field(16 * 1024**3, ge=1)
 

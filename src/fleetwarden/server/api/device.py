@@ -9,10 +9,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from fleetwarden.core.http_range import parse_range
 from fleetwarden.errors import FleetwardenError
 from fleetwarden.protocol.api import ErrorBody
 from fleetwarden.protocol.device import (
@@ -22,14 +20,17 @@ from fleetwarden.protocol.device import (
     Inventory,
     InventoryAck,
     PollResponse,
+    ReenrollRequest,
+    ReenrollResponse,
     SessionRequest,
     SessionResponse,
     StatusAck,
     StatusReport,
 )
+from fleetwarden.server.api.blob import blob_response
 from fleetwarden.server.api.deps import bearer, context
 from fleetwarden.server.context import ServerContext
-from fleetwarden.server.services import device_api, enrollment
+from fleetwarden.server.services import certificates, device_api, enrollment
 from fleetwarden.server.services.device_api import DeviceSession
 
 __all__ = ["router"]
@@ -103,6 +104,15 @@ def open_session(body: SessionRequest, ctx: Ctx) -> SessionResponse:
     return enrollment.open_session(ctx, body)
 
 
+@router.post("/reenroll")
+def reenroll(body: ReenrollRequest, ctx: Ctx, dev: Dev) -> ReenrollResponse:
+    """Renew the device certificate (EST ``simplereenroll`` semantics, RFC 7030 §4.2.2).
+
+    Needs a session opened with the device's current certificate. The new certificate
+    becomes current when the device first opens a session with it."""
+    return certificates.reenroll(ctx, dev, body)
+
+
 @router.post("/assignments/{assignment_id}/status")
 def report_status(assignment_id: int, body: StatusReport, ctx: Ctx, dev: Dev) -> StatusAck:
     """409 means: stop working on this assignment (it was cancelled or already ended)."""
@@ -123,27 +133,4 @@ def download(
 ) -> Response:
     """Artifact bytes; honours a single ``Range`` so interrupted downloads resume."""
     device_api.authorize_artifact(ctx, dev, sha256)
-    path = ctx.store.local_path(sha256)
-    headers = {"ETag": f'"{sha256}"', "Accept-Ranges": "bytes"}
-    if path is not None:
-        # Starlette serves files with Range support and sendfile.
-        return FileResponse(path, media_type="application/octet-stream", headers=headers)
-    size = ctx.store.size(sha256)
-    span = parse_range(request.headers.get("range"), size)
-    if span is None:
-        return StreamingResponse(
-            ctx.store.iter_range(sha256, 0, size),
-            media_type="application/octet-stream",
-            headers=headers | {"Content-Length": str(size)},
-        )
-    start, stop = span
-    return StreamingResponse(
-        ctx.store.iter_range(sha256, start, stop),
-        status_code=206,
-        media_type="application/octet-stream",
-        headers=headers
-        | {
-            "Content-Length": str(stop - start),
-            "Content-Range": f"bytes {start}-{stop - 1}/{size}",
-        },
-    )
+    return blob_response(ctx, request, sha256)

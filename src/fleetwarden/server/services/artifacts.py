@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import PurePosixPath
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session
 
@@ -78,7 +78,14 @@ async def upload(
     try:
         with ctx.db.write() as s:
             _ensure_new(s, name, version)
+            # The TUF release counter: upload order within the name. Agents refuse a lower
+            # counter than the one installed (core.tuf_rules rule 6).
+            counter = 1 + (
+                s.scalar(select(func.max(Artifact.release_counter)).where(Artifact.name == name))
+                or 0
+            )
             row = Artifact(
+                release_counter=counter,
                 name=name,
                 version=version,
                 type=kind.value,
@@ -91,6 +98,7 @@ async def upload(
             )
             s.add(row)
             s.flush()
+            ctx.tuf.publish_image(s, now)
             audit.record(
                 s,
                 at=now,

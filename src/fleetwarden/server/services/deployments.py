@@ -168,6 +168,7 @@ def create_assignment(
     s.add(a)
     s.flush()
     s.add(AssignmentEvent(assignment_id=a.id, at=now, state=a.state, detail=detail))
+    s.info["tuf_director_changed"] = True  # signed before this transaction commits
     device.latest_assignment_id, device.latest_assignment_state = a.id, a.state
     device.rev += 1
     return a
@@ -185,6 +186,7 @@ def cancel_in_session(
         before = a.state
         a.state, a.detail, a.updated_at, a.finished_at = t.after.value, reason, now, now
         s.add(AssignmentEvent(assignment_id=a.id, at=now, state=a.state, detail=reason))
+        s.info["tuf_director_changed"] = True
         d = s.get(Device, a.device_id, with_for_update=True)
         if d is not None:
             d.rev += 1

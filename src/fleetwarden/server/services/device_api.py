@@ -126,6 +126,8 @@ class DeviceSession:
     latest_assignment_id: int | None
     latest_assignment_state: str | None
     inventory_fingerprint: str | None
+    #: Serial of the certificate that opened this session (always the device's current one).
+    cert_serial: str = ""
 
     @property
     def actor(self) -> str:
@@ -152,7 +154,9 @@ def authenticate(ctx: ServerContext, token: str | None, *, now: datetime) -> Dev
     flush_every = timedelta(seconds=ctx.settings.presence_flush_seconds)
     if last_seen_at is None or now - last_seen_at >= flush_every:
         ctx.presence.saw(claims.device_id, now)
-    return DeviceSession(claims.device_id, rev, latest_id, latest_state, fingerprint)
+    return DeviceSession(
+        claims.device_id, rev, latest_id, latest_state, fingerprint, claims.cert_serial
+    )
 
 
 def etag_for(ctx: ServerContext, device: DeviceSession) -> str:

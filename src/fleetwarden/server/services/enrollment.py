@@ -21,7 +21,8 @@ from fleetwarden.protocol.device import (
 )
 from fleetwarden.server.context import ServerContext
 from fleetwarden.server.models import Device, DeviceCertificate
-from fleetwarden.server.services import audit
+from fleetwarden.server.pki import authority_key_id
+from fleetwarden.server.services import audit, certificates
 from fleetwarden.server.services.tokens import consume_enrollment_token
 
 __all__ = ["challenge", "enroll", "open_session"]
@@ -69,6 +70,7 @@ def enroll(ctx: ServerContext, body: EnrollRequest) -> EnrollResponse:
                 issued_at=now,
                 not_after=cert.not_valid_after_utc,
                 pem=cert_pem,
+                issuer_key_id=authority_key_id(cert),
             )
         )
         audit.record(
@@ -90,6 +92,7 @@ def enroll(ctx: ServerContext, body: EnrollRequest) -> EnrollResponse:
         certificate=cert_pem,
         ca_certificates=[ctx.ca.cert_pem],
         poll_interval_seconds=ctx.settings.poll_interval_seconds,
+        tuf_roots=tuf_roots(ctx),
     )
 
 
@@ -117,7 +120,8 @@ def open_session(ctx: ServerContext, body: SessionRequest) -> SessionResponse:
         cert_pem=body.certificate.encode(),
         signature=signature,
         challenge=body.challenge,
-        ca=ctx.ca.cert,
+        # The issuing CA and, after a rotation, the previous ones still in their overlap.
+        ca=ctx.ca.trusted_certs(now=now),
         secret=ctx.secret,
         now=now,
         max_age=timedelta(seconds=ctx.settings.challenge_max_age_seconds),
@@ -127,13 +131,18 @@ def open_session(ctx: ServerContext, body: SessionRequest) -> SessionResponse:
         raise AuthenticationError("certificate names a different device")
     with ctx.db.read() as s:
         row = s.execute(
-            select(Device.status, Device.cert_serial).where(Device.id == device_id)
+            select(Device.status, Device.cert_serial, Device.pending_cert_serial).where(
+                Device.id == device_id
+            )
         ).one_or_none()
     if row is None:
         raise AuthenticationError("unknown device")
     if row.status != "active":
         raise AuthenticationError("device is revoked")
-    if row.cert_serial != serial:
+    if row.pending_cert_serial is not None and row.pending_cert_serial == serial:
+        # First use of a renewed certificate: it becomes current (services.certificates).
+        certificates.activate_pending(ctx, device_id, serial, now=now)
+    elif row.cert_serial != serial:
         raise AuthenticationError("certificate is no longer this device's current certificate")
     # A session never outlives the certificate that opened it.
     expires = min(now + timedelta(minutes=ctx.settings.session_token_minutes), proof.cert_not_after)
@@ -141,3 +150,11 @@ def open_session(ctx: ServerContext, body: SessionRequest) -> SessionResponse:
         ctx.secret, device_session.SessionClaims(device_id, serial, expires)
     )
     return SessionResponse(token=token, expires_at=expires)
+
+
+def tuf_roots(ctx: ServerContext) -> dict[str, str]:
+    """The newest root of each TUF repository, for a device to pin at enrollment."""
+    with ctx.db.read() as s:
+        return {
+            repo: ctx.tuf.repo(repo).file(s, "root.json").decode() for repo in ("image", "director")
+        }

@@ -419,6 +419,9 @@ def send_back(s: Session, r: Rollout, *, now: datetime, only_wave: int | None) -
     )
     if only_wave is not None:
         q = q.where(RolloutMember.wave == only_wave)
+    # Going back is a downgrade, which agents accept only when the image repository withdraws
+    # the release they run (core.tuf_rules rule 6): the director alone cannot roll back.
+    withdraw_release(s, r.release_id)
     n = 0
     for m in s.scalars(q):
         d = s.get(Device, m.device_id)
@@ -654,3 +657,10 @@ def list_members(
             q.order_by(RolloutMember.wave, RolloutMember.position).limit(limit).offset(offset)
         )
         return [MemberOut.model_validate(m) for m in rows]
+
+
+def withdraw_release(s: Session, release_id: int) -> None:
+    """Mark a release's artifacts withdrawn in the image repository (signed at commit)."""
+    ids = select(ReleaseArtifact.artifact_id).where(ReleaseArtifact.release_id == release_id)
+    s.execute(update(Artifact).where(Artifact.id.in_(ids)).values(withdrawn=True))
+    s.info["tuf_image_changed"] = True

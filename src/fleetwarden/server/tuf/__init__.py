@@ -1,0 +1,1 @@
+"""TUF repositories (image and director), their keys and signers."""
