@@ -52,8 +52,9 @@ def build_context(
     )
 
     def sign_changes(s: Session) -> None:
-        if s.info.pop("tuf_image_changed", False):
-            ctx.tuf.publish_image(s, ctx.clock())
+        withdraw = s.info.pop("tuf_withdraw", None)
+        if withdraw:
+            ctx.tuf.publish_image(s, ctx.clock(), withdraw=withdraw)
         if s.info.pop("tuf_director_changed", False):
             ctx.tuf.publish_director(s, ctx.clock())
 

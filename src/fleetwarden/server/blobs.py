@@ -193,6 +193,12 @@ class MemoryArtifactStore(ArtifactStore):
     def __repr__(self) -> str:
         return f"<MemoryArtifactStore {len(self._blobs)} blobs>"
 
+    def inject(self, sha256: str, data: bytes) -> None:
+        """Store bytes under a name whatever their hash: fault injection for tests that play
+        a compromised blob store (what the agent's TUF checks must catch)."""
+        with self._lock:
+            self._blobs[sha256] = data
+
     def _begin(self) -> Any:
         return io.BytesIO()
 

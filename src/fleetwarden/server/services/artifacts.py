@@ -98,7 +98,7 @@ async def upload(
             )
             s.add(row)
             s.flush()
-            ctx.tuf.publish_image(s, now)
+            ctx.tuf.publish_image(s, now, add=[row])
             audit.record(
                 s,
                 at=now,

@@ -38,6 +38,7 @@ from fleetwarden.core.rollout.lifecycle import (
 from fleetwarden.core.rollout.planner import MemberStatus
 from fleetwarden.core.rollout.waves import plan_waves
 from fleetwarden.core.rollout.windows import any_open, next_open
+from fleetwarden.core.tuf_rules import image_path
 from fleetwarden.errors import ConflictError, InputError, NotFoundError, PermissionDenied
 from fleetwarden.protocol.api import Role
 from fleetwarden.protocol.rollouts import (
@@ -663,4 +664,8 @@ def withdraw_release(s: Session, release_id: int) -> None:
     """Mark a release's artifacts withdrawn in the image repository (signed at commit)."""
     ids = select(ReleaseArtifact.artifact_id).where(ReleaseArtifact.release_id == release_id)
     s.execute(update(Artifact).where(Artifact.id.in_(ids)).values(withdrawn=True))
-    s.info["tuf_image_changed"] = True
+    paths = [
+        image_path(a.id, a.name, a.version)
+        for a in s.scalars(select(Artifact).where(Artifact.id.in_(ids)))
+    ]
+    s.info.setdefault("tuf_withdraw", []).extend(paths)

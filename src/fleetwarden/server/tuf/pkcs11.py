@@ -81,7 +81,7 @@ from pkcs11.util.ec import encode_ecdsa_signature, encode_named_curve_parameters
 # fleetwarden.core turns implicit re-exports off everywhere, and securesystemslib.signer
 # re-exports its names without `as`. `unused-ignore` keeps it quiet once pyproject.toml
 # re-enables implicit_reexport for securesystemslib.*.
-from securesystemslib.signer import (  # type: ignore[attr-defined, unused-ignore]
+from securesystemslib.signer import (
     ECDSA_SHA2_NISTP256,
     KEY_TYPE_ECDSA,
     SIGNER_FOR_URI_SCHEME,
@@ -179,7 +179,8 @@ class Pkcs11Uri:
         path = f"token={_encode(self.token_label)};object={_encode(self.key_label)}"
         query = [f"module-path={_encode(self.module_path, '/')}"]
         if self.pin_file is not None:
-            query.append(f"pin-source={_encode('file:' + self.pin_file, '/:')}")
+            # RFC 8089 form with an empty authority, so a path starting "//" stays a path.
+            query.append(f"pin-source={_encode('file://' + self.pin_file, '/:')}")
         if self.pin_value is not None:
             query.append(f"pin-value={_encode(self.pin_value) if reveal else '***'}")
         return f"{URI_SCHEME}:{path}?{'&'.join(query)}"
@@ -228,11 +229,15 @@ def parse_uri(text: str, *, environ: Mapping[str, str] | None = None) -> Pkcs11U
     return _build(attributes, os.environ if environ is None else environ)
 
 
-def with_object(uri: str | Pkcs11Uri, key_label: str) -> str:
+def with_object(
+    uri: str | Pkcs11Uri, key_label: str, *, environ: Mapping[str, str] | None = None
+) -> str:
     """``uri`` naming the key ``key_label`` (replacing any ``object``), in canonical form.
 
     Lets one token URI from the configuration (``pkcs11:token=...?pin-source=...``) name each
-    online key by its role. The result includes the PIN if ``uri`` has a ``pin-value``.
+    online key by its role. The result includes the PIN if ``uri`` has a ``pin-value``, and
+    the module path (``environ`` as in ``parse_uri``), so a stored URI keeps naming the same
+    module.
 
     Raises:
         ConfigError: ``uri`` is malformed or ``key_label`` is empty.
@@ -241,7 +246,7 @@ def with_object(uri: str | Pkcs11Uri, key_label: str) -> str:
         return replace(uri, key_label=key_label).to_uri()
     attributes = _split(uri)
     attributes["object"] = key_label
-    return _build(attributes, os.environ).to_uri()
+    return _build(attributes, os.environ if environ is None else environ).to_uri()
 
 
 def _split(text: str) -> dict[str, str]:
@@ -577,7 +582,8 @@ def generate_key(uri: str | Pkcs11Uri) -> SSlibKey:
     pin = uri.read_pin()
 
     def create(session: pkcs11.Session, _generation: int) -> ec.EllipticCurvePublicKey:
-        if next(session.get_objects({Attribute.LABEL: uri.key_label}), None) is not None:
+        # list(): run the search to its end, which finishes the C_FindObjects operation.
+        if list(session.get_objects({Attribute.LABEL: uri.key_label})):
             raise ConfigError(f"{uri}: a key labelled {uri.key_label!r} already exists")
         session.generate_keypair(
             KeyType.EC,
@@ -642,8 +648,15 @@ class Pkcs11Signer(Signer):
     SCHEME = URI_SCHEME
 
     def __init__(self, uri: Pkcs11Uri, public_key: SSlibKey) -> None:
-        """Args: ``uri`` names the key pair; ``public_key`` is its public half, whose keyid
-        the signatures carry. Raises ``ConfigError`` if the PIN cannot be read."""
+        """A signer that opens its session on the first ``sign``.
+
+        Args:
+            uri: names the key pair and how to log in.
+            public_key: its public half; signatures carry this key's keyid.
+
+        Raises:
+            ConfigError: the key is not ecdsa-sha2-nistp256, or the PIN cannot be read.
+        """
         if (public_key.keytype, public_key.scheme) != (KEY_TYPE_ECDSA, ECDSA_SHA2_NISTP256):
             raise ConfigError(f"{uri}: only {ECDSA_SHA2_NISTP256} keys are supported")
         self._uri = uri

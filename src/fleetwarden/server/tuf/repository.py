@@ -173,6 +173,31 @@ class Repository:
         ).scalar_one_or_none()
         return None if row is None else Metadata[Root].from_bytes(row)
 
+    def signed_targets(self, s: Session, keyring: Keyring, role: str) -> dict[str, TargetFile]:
+        """The targets of the newest signed version of ``role`` (a bin), after verifying its
+        signature with the current key; empty if the role was never signed.
+
+        Raises:
+            SigningError: the stored bin does not verify (altered in the database).
+        """
+        data = s.execute(
+            select(TufMetadata.data)
+            .where(TufMetadata.repo == self.spec.name, TufMetadata.role == role)
+            .order_by(TufMetadata.version.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        if data is None:
+            return {}
+        md = Metadata[Targets].from_bytes(data)
+        key = keyring.public(self.spec.targets_key)
+        try:
+            key.verify_signature(md.signatures[key.keyid], md.signed_bytes)
+        except Exception as e:  # KeyError (unsigned) or UnverifiedSignatureError
+            raise SigningError(
+                f"stored {self.spec.name}/{role} metadata does not verify: refusing to re-sign it"
+            ) from e
+        return dict(md.signed.targets)
+
     def status(self, s: Session) -> dict[str, tuple[int, datetime]]:
         return {role: (r.version, r.expires) for role, r in self._latest(s).items()}
 
@@ -216,19 +241,58 @@ class Repository:
         self._lock(s)
         self._store(s, "root", root, _digest(root.signed.to_dict()), now)
 
-    def publish(  # noqa: C901 - one branch per role kind, in signing order
+    def _bins(
+        self,
+        s: Session,
+        keyring: Keyring,
+        latest: Mapping[str, _Row],
+        now: datetime,
+        entries: Mapping[str, TargetFile] | None,
+        changes: Mapping[str, TargetFile | None] | None,
+        *,
+        force: bool,
+    ) -> dict[str, dict[str, TargetFile]]:
+        """The content of every bin that may need signing, by bin name."""
+        if entries is not None:
+            by_bin: dict[str, dict[str, TargetFile]] = {name: {} for name in self.bin_names}
+            for path, tf in entries.items():
+                by_bin[self.bin_for(path)][path] = tf
+            return by_bin
+        # Incremental: start from what is signed now (verified, so that rows altered in the
+        # database are not re-signed), apply the changes, and re-sign the bins due.
+        touched = {self.bin_for(p) for p in changes or {}}
+        touched |= {
+            name
+            for name in self.bin_names
+            if force
+            or name not in latest
+            or resign_due(latest[name].expires, now, LIFETIMES["bins"], _RESIGN_SHARE["bins"])
+        }
+        by_bin = {name: self.signed_targets(s, keyring, name) for name in touched}
+        for path, change in (changes or {}).items():
+            if change is None:
+                by_bin[self.bin_for(path)].pop(path, None)
+            else:
+                by_bin[self.bin_for(path)][path] = change
+        return by_bin
+
+    def publish(
         self,
         s: Session,
         keyring: Keyring,
         entries: Mapping[str, TargetFile] | None,
         now: datetime,
         *,
+        changes: Mapping[str, TargetFile | None] | None = None,
         force: bool = False,
     ) -> list[str]:
         """Sign what changed or is due; return the roles signed (empty: nothing to do).
 
-        ``entries`` is every target of the repository; ``None`` means "unchanged since the
-        last call": only the top-level roles are checked for expiry.
+        ``entries`` is every target of the repository (the director, derived from the
+        assignments). With ``entries=None`` the signed bins are the source of truth and only
+        ``changes`` (path → new entry, or None to remove) are applied: the image repository,
+        whose entries are signed when the server itself hashed the uploaded bytes, so that a
+        database changed behind its back cannot get a different hash signed.
 
         Raises:
             ConfigError: the repository has no root yet.
@@ -268,10 +332,8 @@ class Repository:
             self._store(s, "targets", md, t_digest, now)
             signed.append("targets")
 
-        by_bin: dict[str, dict[str, TargetFile]] = {name: {} for name in self.bin_names}
-        for path, tf in (entries or {}).items():
-            by_bin[self.bin_for(path)][path] = tf
-        for name, targets in by_bin.items() if entries is not None else ():
+        by_bin = self._bins(s, keyring, latest, now, entries, changes, force=force)
+        for name, targets in by_bin.items():
             digest = _digest({p: tf.to_dict() for p, tf in targets.items()})
             if not due(name, "bins", digest):
                 continue

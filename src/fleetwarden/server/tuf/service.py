@@ -160,6 +160,10 @@ class TufService:
                 sign_root(md, roots)
                 repo.store_root(s, md, now)
         self.keyring, self._root_versions = keyring, None
+        with self.db.write() as s:
+            # Artifacts uploaded before the repositories existed are signed as they are now.
+            existing = list(s.scalars(select(Artifact)))
+            self.publish_image(s, now, add=existing)
         self.publish_all(now)
 
     def rotate(
@@ -260,38 +264,25 @@ class TufService:
         self.publish_all(now)
 
     # -- publishing --------------------------------------------------------------------------
-    def image_entries(self, s: Session) -> dict[str, TargetFile]:
-        rows = s.execute(
-            select(
-                Artifact.id,
-                Artifact.name,
-                Artifact.version,
-                Artifact.type,
-                Artifact.sha256,
-                Artifact.size,
-                Artifact.release_counter,
-                Artifact.withdrawn,
-                Artifact.compatible_models,
-            )
-        ).all()
-        out = {}
-        for r in rows:
-            path = image_path(r.id, r.name, r.version)
-            out[path] = TargetFile(
-                r.size,
-                {"sha256": r.sha256},
-                path,
-                unrecognized_fields={
-                    "custom": {
-                        "artifact_id": r.id,
-                        "type": r.type,
-                        "release_counter": r.release_counter,
-                        "withdrawn": r.withdrawn,
-                        "compatible_models": list(r.compatible_models or []),
-                    }
-                },
-            )
-        return out
+    @staticmethod
+    def image_entry(a: Artifact) -> TargetFile:
+        """The image repository's entry for an artifact row (signed at upload, when the
+        server itself computed the hash from the bytes)."""
+        path = image_path(a.id, a.name, a.version)
+        return TargetFile(
+            a.size,
+            {"sha256": a.sha256},
+            path,
+            unrecognized_fields={
+                "custom": {
+                    "artifact_id": a.id,
+                    "type": a.type,
+                    "release_counter": a.release_counter,
+                    "withdrawn": a.withdrawn,
+                    "compatible_models": list(a.compatible_models or []),
+                }
+            },
+        )
 
     def director_entries(self, s: Session) -> dict[str, TargetFile]:
         rows = s.execute(
@@ -326,8 +317,33 @@ class TufService:
             )
         return out
 
-    def publish_image(self, s: Session, now: datetime, *, force: bool = False) -> list[str]:
-        return self.image.publish(s, self._ensure_keys(s), self.image_entries(s), now, force=force)
+    def publish_image(
+        self,
+        s: Session,
+        now: datetime,
+        *,
+        add: Sequence[Artifact] = (),
+        withdraw: Sequence[str] = (),
+        force: bool = False,
+    ) -> list[str]:
+        """Sign new artifacts (``add``) and withdrawals (image paths) into the image bins,
+        plus whatever is due; the rest of the bins is taken from their signed versions."""
+        keyring = self._ensure_keys(s)
+        changes: dict[str, TargetFile | None] = {}
+        for a in add:
+            tf = self.image_entry(a)
+            changes[tf.path] = tf
+        for path in withdraw:
+            current = self.image.signed_targets(s, keyring, self.image.bin_for(path)).get(path)
+            if current is not None:
+                custom = dict(current.custom) | {"withdrawn": True}
+                changes[path] = TargetFile(
+                    current.length,
+                    dict(current.hashes),
+                    path,
+                    unrecognized_fields={"custom": custom},
+                )
+        return self.image.publish(s, keyring, None, now, changes=changes, force=force)
 
     def publish_director(self, s: Session, now: datetime, *, force: bool = False) -> list[str]:
         return self.director.publish(

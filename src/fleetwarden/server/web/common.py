@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import jinja2
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 
 import fleetwarden
+from fleetwarden.core.certificates import expiry_state
 from fleetwarden.errors import AuthenticationError
 from fleetwarden.server.api.deps import context
 from fleetwarden.server.context import ServerContext
@@ -23,6 +26,19 @@ templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.globals["version"] = fleetwarden.__version__
 # Times are stored and shown in UTC, and say so: fleets span time zones.
 templates.env.filters["ts"] = lambda dt: dt.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@jinja2.pass_context
+def _cert_expiry(context: Any, not_after: datetime | None) -> str:
+    """``expired``, ``expiring_7d`` or ``valid`` (core.certificates) at the server's clock;
+    templates style the certificate date with it."""
+    if not_after is None:
+        return ""
+    now = context["request"].app.state.ctx.clock()
+    return expiry_state(not_after, now=now).value
+
+
+templates.env.globals["cert_expiry"] = _cert_expiry
 
 Ctx = Annotated[ServerContext, Depends(context)]
 
