@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from fleetwarden import errors
+from fleetwarden import keys_cmd as _keys  # noqa: F401 - registers `keys`
 from fleetwarden.cli import app
 from fleetwarden.cli.app import fail
 

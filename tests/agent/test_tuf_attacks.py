@@ -20,7 +20,6 @@ from tuf.api.metadata import Metadata, Root, Timestamp
 
 from fleetwarden.server.models import Artifact, Assignment, AssignmentEvent, Device, TufMetadata
 from fleetwarden.server.tuf.keys import load_root_keys, read_passphrase
-from fleetwarden.server.tuf.repository import LIFETIMES
 from tests.agent.conftest import drive
 from tests.helpers import deploy, release, upload
 
@@ -270,7 +269,9 @@ def test_key_rotation_is_followed_and_the_old_key_is_then_refused(
 ):
     old_timestamp_key = ctx.tuf.keyring.signer("timestamp")
     root_dir = settings.data_dir / "tuf/root"
-    ctx.tuf.rotate("timestamp", clock.now, root_dir=root_dir, root_passphrase=read_passphrase(root_dir))
+    ctx.tuf.rotate(
+        "timestamp", clock.now, root_dir=root_dir, root_passphrase=read_passphrase(root_dir)
+    )
     a = _attempt(api, installed, b"port = 2\n", "2")
     assert a["state"] == "succeeded", a  # the agent walked to root v2 and trusts the new key
     assert (device_root / "etc/app.conf").read_bytes() == b"port = 2\n"
