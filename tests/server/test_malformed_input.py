@@ -99,3 +99,64 @@ def test_device_endpoints_never_fail_on_arbitrary_json(client, admin_token, body
     method, path = paths[target]
     r = client.request(method, path, json=body)
     assert r.status_code < 500, r.text
+
+
+# -- certificate renewal: malformed CSRs ---------------------------------------------------------
+def _valid_csr_der() -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from fleetwarden.agent.identity import make_csr
+
+    csr = make_csr(ec.generate_private_key(ec.SECP256R1()), "fuzz")
+    return x509.load_pem_x509_csr(csr.encode()).public_bytes(serialization.Encoding.DER)
+
+
+_CSR_DER = _valid_csr_der()
+
+
+def _pem(der: bytes) -> str:
+    import base64
+
+    body = base64.encodebytes(der).decode()
+    return f"-----BEGIN CERTIFICATE REQUEST-----\n{body}-----END CERTIFICATE REQUEST-----\n"
+
+
+def _mutated(data: st.DataObject) -> str:
+    der = bytearray(_CSR_DER)
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(der) - 1))
+        der[i] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(1, len(der)))
+    return _pem(bytes(der[:cut]))
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_reenroll_never_fails_on_malformed_csrs(api, ctx, data):
+    """A renewal CSR is untrusted input: garbage, truncated or bit-flipped CSRs get a 4xx
+    (or, when a flip happens to keep the CSR valid, a certificate for the same device),
+    never a 500, and the device keeps its current certificate."""
+    from sqlalchemy import func, select
+
+    from fleetwarden.server.models import DeviceCertificate
+
+    dev = enroll(api)
+    kind = data.draw(st.sampled_from(["text", "binary", "mutated"]))
+    if kind == "text":
+        csr = data.draw(st.text(min_size=1, max_size=300))
+    elif kind == "binary":
+        csr = _pem(data.draw(st.binary(min_size=1, max_size=300)))
+    else:
+        csr = _mutated(data)
+    with ctx.db.read() as s:
+        before = s.scalar(select(func.count()).select_from(DeviceCertificate))
+    r = api.post("/device/v1/reenroll", headers=device_headers(dev), json={"csr": csr})
+    assert r.status_code in (200, 400, 422), r.text
+    with ctx.db.read() as s:
+        after = s.scalar(select(func.count()).select_from(DeviceCertificate))
+    assert after == before + (1 if r.status_code == 200 else 0)
+    assert api.get("/device/v1/poll", headers=device_headers(dev)).status_code == 200

@@ -50,9 +50,7 @@ def test_server_signs_with_keys_in_a_pkcs11_token(
     assert not list(keys.glob("*.pem"))  # no online private key on disk
     assert len(list((tmp_path / "offline").glob("root-*.pem"))) == 3
 
-    app = create_app(
-        settings, store=MemoryArtifactStore(), clock=clock, run_background_jobs=False
-    )
+    app = create_app(settings, store=MemoryArtifactStore(), clock=clock, run_background_jobs=False)
     with TestClient(app) as client:
         admin = make_token(app.state.ctx, Role.ADMIN, "admin")
         r = client.post(
