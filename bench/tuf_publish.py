@@ -29,28 +29,24 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-# This script is named tuf.py, and Python puts its directory first on sys.path, where it would
-# shadow the python-tuf package: import python-tuf without it, then put it back for benchlib.
-_HERE = sys.path.pop(0)
-from sqlalchemy import insert  # noqa: E402
-from tuf.api.exceptions import DownloadHTTPError  # noqa: E402
-from tuf.ngclient import Updater  # noqa: E402
-from tuf.ngclient.fetcher import FetcherInterface  # noqa: E402
+from sqlalchemy import insert
+from tuf.api.exceptions import DownloadHTTPError
+from tuf.ngclient import Updater
+from tuf.ngclient.fetcher import FetcherInterface
 
-sys.path.insert(0, _HERE)
-from benchlib.common import emit, note  # noqa: E402
-from fleetwarden.core.tuf_rules import director_path, image_path  # noqa: E402
-from fleetwarden.errors import NotFoundError  # noqa: E402
-from fleetwarden.server.db import Database  # noqa: E402
-from fleetwarden.server.models import (  # noqa: E402
+from benchlib.common import emit, note
+from fleetwarden.core.tuf_rules import director_path, image_path
+from fleetwarden.errors import NotFoundError
+from fleetwarden.server.db import Database
+from fleetwarden.server.models import (
     Artifact,
     Assignment,
     Device,
     Release,
     ReleaseArtifact,
 )
-from fleetwarden.server.tuf.repository import Repository  # noqa: E402
-from fleetwarden.server.tuf.service import TufService  # noqa: E402
+from fleetwarden.server.tuf.repository import Repository
+from fleetwarden.server.tuf.service import TufService
 
 TARGET_SECONDS = 5.0
 TARGET_BYTES = 100_000
