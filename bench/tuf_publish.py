@@ -190,18 +190,11 @@ def main() -> int:
         cold_info = cold.get_targetinfo(path)
         if warm_info is None or cold_info is None or warm_info.custom["device_id"] != device:
             raise RuntimeError("the device did not find its director entry")
+        repo, role = service.director, service.director.bin_for(path)
         with db.read() as s:
-            bin_bytes = len(
-                service.director.file(
-                    s,
-                    f"{service.director.status(s)[service.director.bin_for(path)][0]}.{service.director.bin_for(path)}.json",
-                )
-            )
-            snapshot_bytes = len(
-                service.director.file(
-                    s, f"{service.director.status(s)['snapshot'][0]}.snapshot.json"
-                )
-            )
+            versions = repo.status(s)
+            bin_bytes = len(repo.file(s, f"{versions[role][0]}.{role}.json"))
+            snapshot_bytes = len(repo.file(s, f"{versions['snapshot'][0]}.snapshot.json"))
         emit(
             "tuf",
             round(figure, 3),

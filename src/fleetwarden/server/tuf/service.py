@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from securesystemslib.signer import Key, Signer
 from sqlalchemy import func, select
@@ -33,9 +34,11 @@ from fleetwarden.server.models import (
 from fleetwarden.server.tuf.keys import (
     ONLINE_KEYS,
     Keyring,
+    create_file_key,
     create_online_keys,
     create_root_keys,
     load_keyring,
+    load_root_keys,
     read_passphrase,
 )
 from fleetwarden.server.tuf.repository import LIFETIMES, Repository, RepoSpec
@@ -172,10 +175,6 @@ class TufService:
         """Replace the key of ``role`` (an online key, or ``root``: one new root key per old
         one, same threshold) and sign root N+1 of both repositories with the old root keys
         (and the new ones, for a root rotation). Returns the new root versions."""
-        from fleetwarden.server.tuf.keys import (
-            create_file_key,
-            load_root_keys,
-        )
 
         old_roots = load_root_keys(root_dir, root_passphrase)
         with self.db.read() as s:
@@ -261,26 +260,24 @@ class TufService:
                 with self.db.read() as s:
                     if not self.initialized(s):
                         raise
-        self.publish_all(now)
+        # Nothing to publish here otherwise: the refresh job's first run (within
+        # tuf_refresh_seconds) re-signs whatever expired while the server was down.
 
     # -- publishing --------------------------------------------------------------------------
     @staticmethod
     def image_entry(a: Artifact) -> TargetFile:
         """The image repository's entry for an artifact row (signed at upload, when the
         server itself computed the hash from the bytes)."""
-        path = image_path(a.id, a.name, a.version)
-        return TargetFile(
+        return _target(
+            image_path(a.id, a.name, a.version),
             a.size,
             {"sha256": a.sha256},
-            path,
-            unrecognized_fields={
-                "custom": {
-                    "artifact_id": a.id,
-                    "type": a.type,
-                    "release_counter": a.release_counter,
-                    "withdrawn": a.withdrawn,
-                    "compatible_models": list(a.compatible_models or []),
-                }
+            {
+                "artifact_id": a.id,
+                "type": a.type,
+                "release_counter": a.release_counter,
+                "withdrawn": a.withdrawn,
+                "compatible_models": list(a.compatible_models or []),
             },
         )
 
@@ -303,16 +300,14 @@ class TufService:
         out = {}
         for r in rows:
             path = director_path(r.device_id, image_path(r.artifact_id, r.name, r.version))
-            out[path] = TargetFile(
+            out[path] = _target(
+                path,
                 r.size,
                 {"sha256": r.sha256},
-                path,
-                unrecognized_fields={
-                    "custom": {
-                        "device_id": r.device_id,
-                        "assignment_id": r.id,
-                        "release_counter": r.release_counter,
-                    }
+                {
+                    "device_id": r.device_id,
+                    "assignment_id": r.id,
+                    "release_counter": r.release_counter,
                 },
             )
         return out
@@ -337,12 +332,7 @@ class TufService:
             current = self.image.signed_targets(s, keyring, self.image.bin_for(path)).get(path)
             if current is not None:
                 custom = dict(current.custom) | {"withdrawn": True}
-                changes[path] = TargetFile(
-                    current.length,
-                    dict(current.hashes),
-                    path,
-                    unrecognized_fields={"custom": custom},
-                )
+                changes[path] = _target(path, current.length, dict(current.hashes), custom)
         return self.image.publish(s, keyring, None, now, changes=changes, force=force)
 
     def publish_director(self, s: Session, now: datetime, *, force: bool = False) -> list[str]:
@@ -378,3 +368,7 @@ class TufService:
                 for role, (version, expires) in sorted(repo.status(s).items())
                 if not role.startswith("bins-")
             ]
+
+
+def _target(path: str, length: int, hashes: dict[str, str], custom: dict[str, Any]) -> TargetFile:
+    return TargetFile(length, hashes, path, unrecognized_fields={"custom": custom})
