@@ -63,3 +63,23 @@ def test_openapi_is_served(client):
     assert doc["info"]["title"] == "fleetwarden"
     assert "/api/v1/devices" in doc["paths"]
     assert "/device/v1/poll" in doc["paths"]
+
+
+def test_commit_hooks_run_once_per_transaction_not_per_savepoint(settings):
+    """A rollout tick takes one savepoint per device; signing at every savepoint made a
+    2,475-device wave sign the director 2,475 times and stall the controller."""
+    db = Database(settings.effective_database_url)
+    db.migrate()
+    calls: list[bool] = []
+    db.before_commit(lambda s: calls.append(s.in_nested_transaction()))
+    try:
+        with db.write() as s:
+            for _ in range(5):
+                with s.begin_nested():
+                    s.execute(sa.text("SELECT 1"))
+        assert calls == [False]
+        with pytest.raises(RuntimeError), db.write() as s:
+            raise RuntimeError("rolled back")
+        assert calls == [False]
+    finally:
+        db.dispose()

@@ -82,8 +82,17 @@ class Database:
 
     def before_commit(self, hook: Callable[[Session], None]) -> None:
         """Run ``hook`` inside every write transaction just before it commits (used to sign
-        TUF metadata in the same transaction as the change it authorises)."""
-        event.listen(self._writer, "before_commit", hook)
+        TUF metadata in the same transaction as the change it authorises).
+
+        SQLAlchemy also fires ``before_commit`` when a savepoint (``begin_nested``) is
+        released; those are skipped, so a transaction that takes 2,000 savepoints still signs
+        once, at its real commit, instead of 2,000 times."""
+
+        def outermost_only(session: Session) -> None:
+            if not session.in_nested_transaction():
+                hook(session)
+
+        event.listen(self._writer, "before_commit", outermost_only)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import anyio
 from sqlalchemy import bindparam, update
@@ -16,6 +17,8 @@ from fleetwarden.server.services.rollout_tick import tick_all
 __all__ = ["flush_presence", "run_controller", "run_jobs", "run_tuf_refresh", "tick_all"]
 
 log = logging.getLogger("fleetwarden.jobs")
+
+_MIN_WOKEN_GAP = 0.25
 
 
 def flush_presence(ctx: ServerContext) -> int:
@@ -55,18 +58,24 @@ async def run_controller(ctx: ServerContext, leadership: Leadership) -> None:
     """The rollout controller: tick every ``rollout_tick_seconds``, or at once when woken by
     device feedback or an operator's verb. Only the elected leader ticks."""
     interval = ctx.settings.rollout_tick_seconds
+    took = 0.0
     try:
         while True:
+            # Woken ticks come at most as often as a tick takes (and 4 per second), so a
+            # stream of device reports cannot keep the controller in the database.
+            gap = max(_MIN_WOKEN_GAP, took)
             waited = 0.0
-            while waited < interval and not ctx.controller_wakeup.is_set():
+            while waited < interval and not (ctx.controller_wakeup.is_set() and waited >= gap):
                 await asyncio.sleep(0.05)
                 waited += 0.05
             ctx.controller_wakeup.clear()
+            started = time.monotonic()
             try:
                 if await anyio.to_thread.run_sync(leadership.acquire):
                     await anyio.to_thread.run_sync(tick_all, ctx)
             except Exception:
                 log.exception("rollout controller tick failed; will retry")
+            took = time.monotonic() - started
     finally:
         leadership.release()
 

@@ -5,7 +5,9 @@ records and progress snapshots for the dashboard's chart."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
@@ -42,8 +44,12 @@ from fleetwarden.server.services.rollouts import (
 
 __all__ = ["tick_all"]
 
+T = TypeVar("T")
+
 _ACTIVE = [s.value for s in lifecycle.ACTIVE_STATES]
 _PROGRESS_EVERY = timedelta(seconds=30)
+#: Member statuses the planner assigns from (first try, or a retry of a failure).
+_ASSIGNABLE = (MemberStatus.WAITING.value, MemberStatus.FAILED.value)
 #: How often a dynamic rollout rescans the fleet for newly matching devices.
 _DYNAMIC_EVERY = 30.0
 
@@ -58,46 +64,96 @@ def tick_all(ctx: ServerContext) -> int:
 
 
 def _tick(ctx: ServerContext, rollout_id: int) -> bool:
+    """Read the rollout in a read transaction, plan, then apply in a short write transaction.
+
+    Reading 10,000 members inside the write transaction held SQLite's write lock long enough
+    to starve device reports. The split is safe because only this controller (one leader)
+    creates rollout assignments, and the write re-checks what the plan relied on: the rollout
+    row unchanged (state, wave, verb time), each timed-out assignment still in progress, each
+    withdrawn one really withdrawn. A stale view only ever sees more devices busy than there
+    are, which keeps budgets and rates on the safe side.
+    """
     now = ctx.clock()
-    with ctx.db.write() as s:
-        r = s.get(Rollout, rollout_id, with_for_update=True)
+    with ctx.db.read() as s:
+        r = s.get(Rollout, rollout_id)
         if r is None:
             return False
-        if r.state == RolloutState.ROLLING_BACK.value:
-            return _finish_rollback(s, r, now)
-        if r.state != RolloutState.RUNNING.value:
+        state, spec = r.state, strategy_of(r)
+    if state == RolloutState.ROLLING_BACK.value:
+        return _rollback_step(ctx, rollout_id, now)
+    if state != RolloutState.RUNNING.value:
+        return False
+    if spec.dynamic and ctx.due(f"rollout-{rollout_id}-dynamic", _DYNAMIC_EVERY):
+        with ctx.db.write() as s:
+            r = s.get(Rollout, rollout_id, with_for_update=True)
+            release = s.get(Release, r.release_id) if r is not None else None
+            if r is not None and release is not None:
+                _add_new_devices(s, r, release, spec)
+    with ctx.db.read() as s:
+        r = s.get(Rollout, rollout_id)
+        if r is None or r.state != RolloutState.RUNNING.value:
             return False
-        spec = strategy_of(r)
-        release = s.get(Release, r.release_id)
-        if release is None:
-            return False
-        if spec.dynamic and ctx.due(f"rollout-{r.id}-dynamic", _DYNAMIC_EVERY):
-            _add_new_devices(s, r, release, spec)
-        view, devices = _view(s, r, spec)
-        tick = plan_tick(view, now)
-        _apply(s, r, release, tick, devices, now=now)
+        seen, view = _fingerprint(r), _view(s, r, spec)
+    tick = plan_tick(view, now)
+    with ctx.db.write() as s:
+        r = s.get(Rollout, rollout_id, with_for_update=True)
+        release = s.get(Release, r.release_id) if r is not None else None
+        if r is None or release is None or _fingerprint(r) != seen:
+            return False  # an operator acted meanwhile: plan again on the next tick
+        _apply(s, r, release, tick, now=now)
         _progress(s, r, now=now, force=tick.changes)
         return tick.changes
 
 
-def _view(s: Session, r: Rollout, spec: StrategySpec) -> tuple[RolloutView, dict[str, Device]]:
-    rows = s.scalars(
-        select(RolloutMember)
+def _rollback_step(ctx: ServerContext, rollout_id: int, now: datetime) -> bool:
+    with ctx.db.write() as s:
+        r = s.get(Rollout, rollout_id, with_for_update=True)
+        if r is None or r.state != RolloutState.ROLLING_BACK.value:
+            return False
+        return _finish_rollback(s, r, now)
+
+
+def _fingerprint(r: Rollout) -> tuple[object, ...]:
+    """What a plan depends on of the rollout row; operators' verbs always change it."""
+    return (r.state, r.current_wave, r.wave_count, r.updated_at, r.emergency, r.wave_completed_at)
+
+
+def _view(s: Session, r: Rollout, spec: StrategySpec) -> RolloutView:
+    rows = s.execute(
+        select(
+            RolloutMember.device_id,
+            RolloutMember.wave,
+            RolloutMember.group_key,
+            RolloutMember.model,
+            RolloutMember.status,
+            RolloutMember.since,
+            RolloutMember.finished_at,
+            RolloutMember.attempts,
+            RolloutMember.assignment_id,
+        )
         .where(RolloutMember.rollout_id == r.id)
         .order_by(RolloutMember.wave, RolloutMember.position)
     ).all()
     ids = [m.device_id for m in rows]
-    devices = {d.id: d for d in s.scalars(select(Device).where(Device.id.in_(ids)))} if ids else {}
+    status: dict[str, str] = {}
     busy: dict[str, int] = {}
-    if ids:
+    for chunk in _chunks(ids):
+        q = select(Device.id, Device.status).where(Device.id.in_(chunk))
+        status.update((did, st) for did, st in s.execute(q))
         active = select(Assignment.device_id, Assignment.id).where(
-            Assignment.device_id.in_(ids), Assignment.state.in_(_ACTIVE)
+            Assignment.device_id.in_(chunk), Assignment.state.in_(_ACTIVE)
         )
-        busy = {device_id: aid for device_id, aid in s.execute(active)}  # noqa: C416 - rows, not pairs
+        busy.update((did, aid) for did, aid in s.execute(active))
     all_windows = windows.load_windows(s)
-    dev_windows = windows.device_windows(devices.values(), all_windows) if all_windows else {}
-    members = [
-        Member(
+    dev_windows: dict[str, tuple[int, ...]] = {}
+    if all_windows:
+        for chunk in _chunks(ids):
+            devices = s.scalars(select(Device).where(Device.id.in_(chunk)))
+            dev_windows.update(windows.device_windows(devices, all_windows))
+    states = _states(s, [m.assignment_id for m in rows if m.assignment_id])
+    members = []
+    for m in rows:
+        member = Member(
             device_id=m.device_id,
             wave=m.wave,
             group=m.group_key,
@@ -109,18 +165,13 @@ def _view(s: Session, r: Rollout, spec: StrategySpec) -> tuple[RolloutView, dict
             windows=dev_windows.get(m.device_id, ()),
             blocked=m.device_id in busy and busy[m.device_id] != m.assignment_id,
         )
-        for m in rows
-    ]
-    # Members whose device vanished or was revoked count for nothing.
-    for m in members:
-        d = devices.get(m.device_id)
-        if d is None or d.status != "active":
-            m.status = MemberStatus.SKIPPED
-    states = _states(s, [m.assignment_id for m in rows if m.assignment_id])
-    for m, row in zip(members, rows, strict=True):
-        if row.assignment_id in states:
-            m.state = states[row.assignment_id]
-    view = RolloutView(
+        # Members whose device vanished or was revoked count for nothing.
+        if status.get(m.device_id) != "active":
+            member.status = MemberStatus.SKIPPED
+        if m.assignment_id in states:
+            member.state = states[m.assignment_id]
+        members.append(member)
+    return RolloutView(
         strategy=spec.to_core(),
         members=members,
         windows={wid: w for wid, (w, _) in all_windows.items()},
@@ -129,27 +180,36 @@ def _view(s: Session, r: Rollout, spec: StrategySpec) -> tuple[RolloutView, dict
         wave_completed_at=r.wave_completed_at,
         emergency=r.emergency,
     )
-    return view, devices
+
+
+#: Bound parameter lists: SQLite allows 32,766 variables per statement, PostgreSQL 65,535.
+_CHUNK = 5000
+
+
+def _chunks(items: list[T]) -> Iterator[list[T]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]
 
 
 def _states(s: Session, assignment_ids: list[int]) -> dict[int, lifecycle.AssignmentState]:
-    if not assignment_ids:
-        return {}
-    return {
-        aid: lifecycle.AssignmentState(state)
-        for aid, state in s.execute(
-            select(Assignment.id, Assignment.state).where(Assignment.id.in_(assignment_ids))
+    out: dict[int, lifecycle.AssignmentState] = {}
+    for chunk in _chunks(assignment_ids):
+        q = select(Assignment.id, Assignment.state).where(Assignment.id.in_(chunk))
+        out.update((aid, lifecycle.AssignmentState(state)) for aid, state in s.execute(q))
+    return out
+
+
+def _apply(s: Session, r: Rollout, release: Release, t: Tick, *, now: datetime) -> None:
+    touched = [*t.timeouts, *t.cancel, *t.assign]
+    members: dict[str, RolloutMember] = {}
+    for chunk in _chunks(touched):
+        q = select(RolloutMember).where(
+            RolloutMember.rollout_id == r.id, RolloutMember.device_id.in_(chunk)
         )
-    }
-
-
-def _apply(
-    s: Session, r: Rollout, release: Release, t: Tick, devices: dict[str, Device], *, now: datetime
-) -> None:
-    members = {
-        m.device_id: m
-        for m in s.scalars(select(RolloutMember).where(RolloutMember.rollout_id == r.id))
-    }
+        members.update((m.device_id, m) for m in s.scalars(q))
+    devices: dict[str, Device] = {}
+    for chunk in _chunks(list(t.assign)):
+        devices.update((d.id, d) for d in s.scalars(select(Device).where(Device.id.in_(chunk))))
     _apply_withdrawals(s, t, members, now=now)
     assigned = _apply_assignments(s, r, release, t, devices, members, now=now)
     _apply_progress(s, r, t, now=now)
@@ -174,17 +234,24 @@ def _apply_withdrawals(
     s: Session, t: Tick, members: dict[str, RolloutMember], *, now: datetime
 ) -> None:
     for did in t.timeouts:
-        m = members[did]
-        if m.assignment_id is not None:
-            _time_out(s, m.assignment_id, now=now)
-        m.status, m.finished_at = MemberStatus.FAILED.value, now
+        m = members.get(did)
+        if m is None:
+            continue
+        # The device may have finished since the view was read: then its report stands.
+        if m.assignment_id is None or _time_out(s, m.assignment_id, now=now):
+            m.status, m.finished_at = MemberStatus.FAILED.value, now
     reason = f"rollout aborted: {t.abort}" if t.abort else "maintenance window ended"
     for did in t.cancel:
-        m = members[did]
+        m = members.get(did)
+        if m is None:
+            continue
+        withdrawn = m.assignment_id is None
         if m.assignment_id is not None:
             with contextlib.suppress(ConflictError):
-                cancel_in_session(s, m.assignment_id, actor=CONTROLLER, now=now, reason=reason)
-        if not t.abort:  # back in line for the next window; the withdrawn try does not count
+                a = cancel_in_session(s, m.assignment_id, actor=CONTROLLER, now=now, reason=reason)
+                withdrawn = a.state == lifecycle.AssignmentState.CANCELLED.value
+        if withdrawn and not t.abort:
+            # Back in line for the next window; the withdrawn try does not count.
             m.status, m.attempts = MemberStatus.WAITING.value, max(0, m.attempts - 1)
 
 
@@ -200,8 +267,8 @@ def _apply_assignments(
 ) -> list[str]:
     assigned = []
     for did in t.assign:
-        d, m = devices.get(did), members[did]
-        if d is None:
+        d, m = devices.get(did), members.get(did)
+        if d is None or m is None or m.status not in _ASSIGNABLE:
             continue
         try:
             with s.begin_nested():
@@ -253,10 +320,11 @@ def _apply_progress(s: Session, r: Rollout, t: Tick, *, now: datetime) -> None:
         transition(s, r, Verb.FINISH, reason="", now=now)
 
 
-def _time_out(s: Session, assignment_id: int, *, now: datetime) -> None:
+def _time_out(s: Session, assignment_id: int, *, now: datetime) -> bool:
+    """Fail an assignment still in progress; False if it ended meanwhile."""
     a = s.get(Assignment, assignment_id, with_for_update=True)
     if a is None or a.state not in _ACTIVE:
-        return
+        return False
     t = lifecycle.advance(lifecycle.AssignmentState(a.state), lifecycle.AssignmentState.FAILED)
     a.state, a.detail, a.updated_at, a.finished_at = (
         t.after.value,
@@ -269,6 +337,7 @@ def _time_out(s: Session, assignment_id: int, *, now: datetime) -> None:
         d.rev += 1
         if d.latest_assignment_id == a.id:
             d.latest_assignment_state = a.state
+    return True
 
 
 def _finish_rollback(s: Session, r: Rollout, now: datetime) -> bool:
