@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -12,6 +12,27 @@ from fleetwarden.errors import ConfigError
 from fleetwarden.protocol.device import HealthCheck
 
 __all__ = ["AgentConfig"]
+
+
+class AbConfig(BaseModel):
+    """Whole-image A/B updates: the slots and the boot loader that chooses between them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bootloader: Literal["file", "grub", "uboot", "efi"]
+    #: Slot name → block device (or file), e.g. ``{A = "/dev/mmcblk0p2", B = "/dev/mmcblk0p3"}``.
+    slots: dict[str, Path] = Field(min_length=2, max_length=2)
+    #: The boot environment: the JSON file (file), grubenv (grub), fw_env.config (uboot), or
+    #: the state file kept beside the EFI variables (efi).
+    env_file: Path | None = None
+    #: UEFI boot entry per slot (efi only), e.g. ``{A = "0001", B = "0002"}``.
+    efi_entries: dict[str, str] = Field(default_factory=dict)
+    #: Where the running slot is read from (``fleetwarden.slot=`` or ``rauc.slot=``).
+    cmdline: Path = Path("/proc/cmdline")
+    #: Boots a new slot gets before the boot loader falls back.
+    attempts: int = Field(3, ge=1, le=10)
+    #: Cap on the slot write rate, bytes per second (default: none).
+    write_rate_limit: float | None = Field(None, gt=0)
 
 
 class AgentConfig(BaseModel):
@@ -44,6 +65,11 @@ class AgentConfig(BaseModel):
     root: Path = Path("/")
     #: Health checks run after every install, in addition to the release's own.
     health_checks: list[HealthCheck] = Field(default_factory=list)
+    #: After an install's reboot, roll back unless the server was reached within this many
+    #: seconds (the "agent reached the server" health check).
+    reach_server_within: float = Field(900, gt=0)
+    #: A/B slots for whole-image updates (``image`` artifacts); unset: no image installer.
+    ab: AbConfig | None = None
     #: Command that reboots the device when an installer needs it.
     reboot_command: list[str] = Field(default_factory=lambda: ["systemctl", "reboot"])
     #: Between updates, become the lean idle poller (fleetwarden.agent.lean) to save memory.

@@ -27,6 +27,11 @@ class Job:
     needs_reboot: bool = False
     download_attempts: int = 0
     reboot_requested: bool = False
+    #: Wall-clock time (epoch seconds) the install's reboot was requested: the deadline for
+    #: reaching the server again runs from here.
+    rebooted_at: float | None = None
+    #: A rollback asked for a reboot (A/B: back to the old slot) and it was requested.
+    rollback_reboot_requested: bool = False
     #: Installer rollback snapshots, by artifact type.
     snapshots: dict[str, Any] = field(default_factory=dict)
     #: What the TUF repositories verified for each artifact (path, length, sha256, counter);

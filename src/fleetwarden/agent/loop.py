@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fleetwarden import errors
+from fleetwarden.agent import crashpoint
 from fleetwarden.agent.client import DeviceClient, sha256_file
 from fleetwarden.agent.config import AgentConfig
 from fleetwarden.agent.health import HealthChecker
@@ -276,7 +277,9 @@ class Agent:
 
     # -- the job state machine ----------------------------------------------------------------
     def _save(self, job: Job) -> None:
+        crashpoint.hit(f"journal.{job.step.value}")
         self.journal.save(job)
+        crashpoint.hit(f"journalled.{job.step.value}")
         if self.config.hold_at_step == job.step.value:
             print(
                 f"fleetwarden-agent: holding at step {job.step.value}", file=sys.stderr, flush=True
@@ -308,10 +311,32 @@ class Agent:
 
     def _advance(self, job: Job) -> None:
         want = REPORT_BEFORE.get(job.step)
-        if want is not None and job.reported != want.value and not self._report(job, want):
-            return
+        if want is not None and job.reported != want.value:
+            try:
+                if not self._report(job, want):
+                    return
+            except errors.TransportError:
+                if not self._out_of_reach(job):
+                    raise
+                return
         handler = getattr(self, f"_do_{job.step.value}")
         handler(job)
+
+    def _out_of_reach(self, job: Job) -> bool:
+        """After an install's reboot the device must reach the server within
+        ``reach_server_within`` seconds, or it rolls back on its own (a new image that boots
+        but cannot talk to us is as bad as one that does not boot)."""
+        limit = self.config.reach_server_within
+        if job.step is not Step.VERIFYING or job.rebooted_at is None:
+            return False
+        waited = self.clock().timestamp() - job.rebooted_at
+        if waited < limit:
+            return False
+        log.error("no contact with the server %.0fs after the reboot: rolling back", waited)
+        self._then(
+            job, Outcome.FAILED, f"did not reach the server within {limit:.0f}s of the reboot"
+        )
+        return True
 
     def _report(self, job: Job, state: AssignmentState) -> bool:
         """Send the step's report; False if the job was abandoned because of a 409."""
@@ -500,6 +525,7 @@ class Agent:
             self._then(job, Outcome.OK)
             return
         job.reboot_requested = True
+        job.rebooted_at = self.clock().timestamp()
         self._save(job)
         try:
             self.reboot()
@@ -514,6 +540,12 @@ class Agent:
 
     def _do_verifying(self, job: Job) -> None:
         action = job.assignment
+        try:
+            for kind, installer, ctx in self._parts(job):
+                installer.verify_boot(ctx, job.snapshots[kind])
+        except errors.InstallError as e:
+            self._then(job, Outcome.FAILED, str(e))
+            return
         try:
             self.health.check([*self.config.health_checks, *action.health_checks], self._env(job))
             if action.post_install:
@@ -540,13 +572,31 @@ class Agent:
         self._then(job, Outcome.OK, "installed and healthy")
 
     def _do_rolling_back(self, job: Job) -> None:
+        reboot = False
         try:
             for kind, installer, ctx in reversed(self._parts(job)):
                 snapshot: Any = job.snapshots.get(kind)
                 if snapshot is not None:
-                    installer.rollback(ctx, snapshot)
+                    result = installer.rollback(ctx, snapshot)
+                    reboot = reboot or bool(result and result.needs_reboot)
         except errors.InstallError as e:
             self._then(job, Outcome.FAILED, f"{job.detail}; rollback failed: {e}")
+            return
+        if reboot:
+            # Rollback is idempotent: after this reboot it runs again and needs none.
+            if job.rollback_reboot_requested:
+                self._then(
+                    job,
+                    Outcome.FAILED,
+                    f"{job.detail}; still on the new version after the rollback reboot",
+                )
+                return
+            job.rollback_reboot_requested = True
+            self._save(job)
+            try:
+                self.reboot()
+            except errors.InstallError as e:
+                self._then(job, Outcome.FAILED, f"{job.detail}; rollback reboot: {e}")
             return
         self._post_hooks_best_effort(job)
         self._then(job, Outcome.OK)

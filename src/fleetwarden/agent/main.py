@@ -13,10 +13,12 @@ import threading
 import httpx
 
 import fleetwarden
+from fleetwarden.agent.boot import make_bootloader
 from fleetwarden.agent.client import DeviceClient
 from fleetwarden.agent.config import AgentConfig
 from fleetwarden.agent.health import CommandHealthChecker
-from fleetwarden.agent.installers import default_installers
+from fleetwarden.agent.installers import Installer, default_installers
+from fleetwarden.agent.installers.image import ImageInstaller
 from fleetwarden.agent.inventory import SystemInventory
 from fleetwarden.agent.lean import HANDOFF
 from fleetwarden.agent.loop import Agent
@@ -50,10 +52,23 @@ def build_agent(config: AgentConfig, http: httpx.Client | None = None) -> Agent:
         config,
         client=DeviceClient(http),
         store=FileStore(config.data_dir / "state"),
-        installers=default_installers(),
+        installers=installers_for(config),
         inventory=inventory,
         health=CommandHealthChecker(),
     )
+
+
+def installers_for(config: AgentConfig) -> dict[str, Installer]:
+    """The stock installers, plus the A/B image installer when the device has slots."""
+    installers = default_installers()
+    if config.ab is not None:
+        installers["image"] = ImageInstaller(
+            make_bootloader(config.ab, config.data_dir),
+            config.ab.slots,
+            attempts=config.ab.attempts,
+            rate_limit=config.ab.write_rate_limit,
+        )
+    return installers
 
 
 def run(config: AgentConfig, argv: list[str] | None = None) -> None:

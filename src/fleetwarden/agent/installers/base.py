@@ -62,11 +62,18 @@ class Installer(abc.ABC):
     @abc.abstractmethod
     def install(self, ctx: InstallContext, snapshot: Mapping[str, Any]) -> InstallResult: ...
 
+    def verify_boot(self, ctx: InstallContext, snapshot: Mapping[str, Any]) -> None:
+        """After the reboot an install asked for, before the health checks: raise
+        ``InstallError`` if the device did not come up as installed (e.g. the boot loader
+        fell back to the old slot). The job then rolls back with that reason."""
+
     def commit(self, ctx: InstallContext, snapshot: Mapping[str, Any]) -> None:
         """Make the install permanent (drop backups, cache the new version)."""
 
     @abc.abstractmethod
-    def rollback(self, ctx: InstallContext, snapshot: Mapping[str, Any]) -> None: ...
+    def rollback(self, ctx: InstallContext, snapshot: Mapping[str, Any]) -> InstallResult | None:
+        """Undo the install. Return ``InstallResult(needs_reboot=True)`` if the device must
+        restart to be back on the old version (an A/B device running the new slot)."""
 
 
 def run_command(
