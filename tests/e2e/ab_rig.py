@@ -79,6 +79,7 @@ class SlotDevice:
             + "\n"
         )
         self.agent: Proc | None = None
+        self.history: list[str] = []
 
     # -- the device --------------------------------------------------------------------------
     def env(self) -> BootEnv:
@@ -130,6 +131,7 @@ class SlotDevice:
         if self.agent is None or self.agent.popen.poll() is None:
             return False
         self.agent.stop()
+        self.history = [*self.history[-300:], "--- agent exited ---", *self.agent.lines[-100:]]
         if self._budgeted:
             crashed = any("crash point" in line for line in self.agent.lines)
             passed = int(self.counter.read_text() or 0)
@@ -148,7 +150,8 @@ class SlotDevice:
                 self.power_on(crash_new_slot=crash_new_slot)
                 self.start()
             if time.monotonic() > deadline:
-                out = self.agent.output() if self.agent else ""
+                out = "\n".join(self.history[-200:])
+                out += "\n--- running agent ---\n" + (self.agent.output() if self.agent else "")
                 raise AssertionError(f"timed out waiting for {what}\n{out}")
             time.sleep(0.1)
 

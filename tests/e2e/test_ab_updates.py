@@ -11,6 +11,7 @@ import pytest
 from fleetwarden.core.ab import SlotState
 from tests.e2e.ab_rig import SlotDevice, device_release, dump, final_assignment, ship
 from tests.e2e.conftest import wait_for
+from tests.helpers import deploy, release, upload
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -83,6 +84,45 @@ def test_a_slot_that_crashes_at_boot_falls_back_after_three_tries(server_process
         assert device.boots[-4:] == ["B", "B", "B", "A"]
         assert device.booted() == "A"
         assert device_release(api) != "os@1"
+
+
+def test_delta_update_and_fallback_to_the_full_image(server_process, device):
+    with server_process.api() as api:
+        assert _update(api, device, 1)["state"] == "succeeded"  # full image into B
+        wait_for(lambda: device_release(api) == "os@1", what="inventory")
+        arts = {a["version"]: a for a in api.get("/api/v1/artifacts").json()}
+        v2 = upload(api, _image(2), name="os", version="2", type_="image")
+        r = api.post(f"/api/v1/artifacts/{v2['id']}/deltas", json={"base_id": arts["1"]["id"]})
+        assert r.status_code == 201, r.text
+        delta = r.json()
+        rel2 = release(api, "os", "2", [v2["id"]])
+        deploy(api, rel2["id"], selector="rig=ab")
+        a = device.run_until(lambda: final_assignment(api, "os@2"), what="os@2 via delta")
+        assert a["state"] == "succeeded", a
+        assert a["delta_artifact_id"] == delta["id"]
+        assert device.image_in(device.booted()) == _image(2)
+        wait_for(lambda: device_release(api) == "os@2", what="inventory")
+
+        # A device whose running slot is not what the server thinks: the delta is refused
+        # before anything is written, and the next try ships the full image.
+        v3 = upload(api, _image(3), name="os", version="3", type_="image")
+        api.post(f"/api/v1/artifacts/{v3['id']}/deltas", json={"base_id": v2["id"]})
+        rel3 = release(api, "os", "3", [v3["id"]])
+        running = device.slots[device.booted()]
+        running.write_bytes(b"local change" + running.read_bytes()[12:])
+        deploy(api, rel3["id"], selector="rig=ab")
+        a = device.run_until(lambda: final_assignment(api, "os@3"), what="os@3 refused")
+        assert a["state"] == "failed", a
+        assert "delta refused" in a["detail"]
+        deploy(api, rel3["id"], selector="rig=ab")
+        device.run_until(
+            lambda: any(
+                x["release"] == "os@3" and x["state"] == "succeeded"
+                for x in api.get("/api/v1/assignments").json()
+            ),
+            what="os@3 full image",
+        )
+        assert device.image_in(device.booted()) == _image(3)
 
 
 def test_sigkill_at_random_points_always_leaves_a_good_slot(server_process, device):

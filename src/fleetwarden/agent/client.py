@@ -21,6 +21,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from fleetwarden import errors
+from fleetwarden.agent import crashpoint
 from fleetwarden.protocol.device import (
     ChallengeResponse,
     EnrollRequest,
@@ -201,6 +202,7 @@ class DeviceClient:
                         for chunk in resp.iter_bytes(_CHUNK):
                             f.write(chunk)
                             have += len(chunk)
+                            crashpoint.hit("download.chunk")
                             if have > size:
                                 break
                             if progress:

@@ -128,6 +128,15 @@ class Agent:
                 "the server refused this device (%s); retrying in %.0fs", e, _REFUSED_RETRY
             )
             return _REFUSED_RETRY
+        except errors.ConfigError:
+            raise
+        except errors.FleetwardenError as e:
+            # Anything else the server or a step refused: never end the agent over it (the
+            # job's state is journalled); back off and try again.
+            self.failures += 1
+            delay = min(300.0, 2.0 ** min(self.failures, 9))
+            log.error("unexpected error (%s); retrying in %.0fs", e, delay)  # noqa: TRY400
+            return delay
         self.failures = 0
         return delay
 
@@ -438,8 +447,8 @@ class Agent:
                 continue
             try:
                 self._call(functools.partial(self.client.download, ref.url, dest, size=ref.size))
-            except errors.IntegrityError as e:
-                self._download_failed(job, str(e))
+            except (errors.IntegrityError, errors.NotFoundError) as e:
+                self._download_failed(job, f"{ref.name}: {e}")
                 return
         self._then(job, Outcome.OK)
 

@@ -29,7 +29,7 @@ app = typer.Typer(
 device_app = typer.Typer(no_args_is_help=True, help="Devices: list, show, label, revoke.")
 token_app = typer.Typer(no_args_is_help=True, help="Operator API tokens.")
 enroll_app = typer.Typer(no_args_is_help=True, help="Enrollment tokens for new devices.")
-artifact_app = typer.Typer(no_args_is_help=True, help="Artifacts: upload and list.")
+artifact_app = typer.Typer(no_args_is_help=True, help="Artifacts: upload, list, and image deltas.")
 release_app = typer.Typer(
     no_args_is_help=True, help="Releases: named, versioned sets of artifacts."
 )
@@ -347,6 +347,31 @@ def artifact_upload(
                 file, params, sha256=digest, progress=lambda n: bar.advance(task, n)
             ),
         )
+    _emit(a, output, ARTIFACT_COLUMNS)
+
+
+@artifact_app.command("delta")
+def artifact_delta(
+    artifact_id: Annotated[int, typer.Argument(help="the new image artifact")],
+    base: Annotated[int, typer.Option("--base", help="the image artifact devices run now")],
+    server: Server = DEFAULT_SERVER,
+    token: Token = None,
+    output: Output = "table",
+) -> None:
+    """Build a binary delta from image BASE to image ARTIFACT_ID on the server (zstd).
+
+    Devices that run BASE are sent the delta instead of the full image from then on; any
+    other device, or one that refuses it, gets the full image.
+    """
+    with err.status("building the delta on the server…"):
+        a = _with(
+            server,
+            token,
+            lambda c: c.post(f"/api/v1/artifacts/{artifact_id}/deltas", {"base_id": base}),
+        )
+    full = int(a.get("meta", {}).get("image_size", 0) or 0)
+    if full and output == "table":
+        err.print(f"delta: {a['size']:,} bytes, {a['size'] / full:.1%} of the image")
     _emit(a, output, ARTIFACT_COLUMNS)
 
 

@@ -21,6 +21,8 @@ __all__ = ["DeltaSpec", "decompressor", "make_delta", "window_log"]
 
 _MIN_WINDOW_LOG = 10
 _MAX_WINDOW_LOG = 31
+_MIN_CHAIN_LOG = 16
+_MAX_CHAIN_LOG = 27
 
 
 def window_log(base_size: int, image_size: int) -> int:
@@ -33,8 +35,18 @@ def window_log(base_size: int, image_size: int) -> int:
 def make_delta(base: bytes, image: bytes, *, level: int = 19) -> bytes:
     """A delta that turns ``base`` into ``image``."""
     wlog = window_log(len(base), len(image))
+    # Size the match finder's tables to the base, as ``zstd --patch-from`` does: level 19's
+    # defaults index too little of a 100 MB base to find its matches (a 72 % patch instead
+    # of 12 % on bench/delta.py's Debian set). Capped so a server builds one at < 3 GB.
+    chain = max(_MIN_CHAIN_LOG, min(_MAX_CHAIN_LOG, len(base).bit_length() - 1))
     params = zstandard.ZstdCompressionParameters.from_level(
-        level, window_log=wlog, enable_ldm=True, source_size=len(image), threads=0
+        level,
+        window_log=wlog,
+        enable_ldm=True,
+        chain_log=chain,
+        hash_log=chain - 1,
+        source_size=len(image),
+        threads=0,
     )
     cdict = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
     return zstandard.ZstdCompressor(dict_data=cdict, compression_params=params).compress(image)

@@ -153,6 +153,8 @@ class AssignmentOut(_Out):
     progress: int | None
     created_at: datetime
     updated_at: datetime
+    #: Set when the device is sent a delta instead of the release's full image.
+    delta_artifact_id: int | None = None
 
 
 class InventoryOut(_Out):
@@ -181,6 +183,10 @@ class ArtifactOut(_Out):
     compatible_models: list[str]
     meta: dict[str, str]
     created_at: datetime
+
+
+class DeltaCreate(_In):
+    base_id: int
 
 
 class ReleaseCreate(_In):

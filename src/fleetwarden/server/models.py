@@ -237,6 +237,9 @@ class Assignment(Base):
     from_release: Mapped[str] = mapped_column(String(256), default="", server_default="")
     hardware_model: Mapped[str] = mapped_column(String(256), default="", server_default="")
     release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"))
+    #: A delta from the device's image to the release's, shipped instead of the full image
+    #: (services.deltas); None: the release's artifacts as they are.
+    delta_artifact_id: Mapped[int | None] = mapped_column(ForeignKey("artifacts.id"))
     state: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str] = mapped_column(Text, default="")
     progress: Mapped[int | None] = mapped_column(Integer)

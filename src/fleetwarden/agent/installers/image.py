@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from fleetwarden.agent import crashpoint
 from fleetwarden.agent.boot import Bootloader
@@ -30,7 +32,7 @@ from fleetwarden.errors import InstallError
 
 __all__ = ["ImageInstaller", "stream_to_slot"]
 
-_CHUNK = 1 << 20
+_CHUNK = 4 << 20
 
 
 class ImageInstaller(Installer):
@@ -130,31 +132,37 @@ def stream_to_slot(
     """Write everything ``read`` yields to ``slot`` from offset 0, hashing as it goes, then
     fsync and compare with ``sha256``. Returns the bytes written.
 
+    Hashing runs on a second thread, overlapped with the writes (both release the GIL), so
+    the slot is written at close to the disk's speed rather than at the sum of the two costs
+    (bench/delta.py compares it with dd).
+
     Raises:
         InstallError: the written bytes do not hash to ``sha256`` (the slot stays bad).
     """
-    import time
-
     h = hashlib.sha256()
     written = 0
     started = time.monotonic()
-    flags = os.O_WRONLY | os.O_CREAT
-    fd = os.open(slot, flags, 0o600)
+    fd = os.open(slot, os.O_WRONLY | os.O_CREAT, 0o600)
+    pending: Future[None] | None = None
     try:
-        out: BinaryIO
-        with os.fdopen(fd, "wb", closefd=False) as out:
+        with ThreadPoolExecutor(1, thread_name_prefix="slot-hash") as hasher:
             while chunk := read(_CHUNK):
-                out.write(chunk)
-                h.update(chunk)
+                if pending is not None:
+                    pending.result()  # at most one chunk in flight: bounded memory
+                pending = hasher.submit(h.update, chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
                 written += len(chunk)
                 crashpoint.hit("image.chunk")
                 if rate_limit:
                     ahead = written / rate_limit - (time.monotonic() - started)
                     if ahead > 0:
                         time.sleep(ahead)
-            out.flush()
-            if slot.is_file():
-                out.truncate(written)
+            if pending is not None:
+                pending.result()
+        if slot.is_file():
+            os.ftruncate(fd, written)
         os.fsync(fd)
     except OSError as e:
         raise InstallError(f"writing slot {slot} failed after {written} bytes: {e}") from e

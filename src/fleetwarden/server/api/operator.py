@@ -14,6 +14,7 @@ from fleetwarden.protocol.api import (
     ArtifactType,
     AssignmentOut,
     AuditOut,
+    DeltaCreate,
     DeploymentCreate,
     DeploymentOut,
     DeviceDetail,
@@ -34,7 +35,7 @@ from fleetwarden.protocol.api import (
 )
 from fleetwarden.server.api.deps import context, require
 from fleetwarden.server.context import ServerContext
-from fleetwarden.server.services import artifacts, audit, deployments, devices, tokens
+from fleetwarden.server.services import artifacts, audit, deltas, deployments, devices, tokens
 from fleetwarden.server.services.tokens import Principal
 
 __all__ = ["router"]
@@ -184,6 +185,13 @@ def list_artifacts(ctx: Ctx, who: Viewer, name: str | None = None) -> list[Artif
 @router.get("/artifacts/{artifact_id}", tags=["artifacts"])
 def get_artifact(artifact_id: int, ctx: Ctx, who: Viewer) -> ArtifactOut:
     return artifacts.get_artifact(ctx, artifact_id)
+
+
+@router.post("/artifacts/{artifact_id}/deltas", status_code=201, tags=["artifacts"])
+async def create_delta(artifact_id: int, body: DeltaCreate, ctx: Ctx, who: Operator) -> ArtifactOut:
+    """Build a zstd delta from image ``base_id`` to this image; devices running the base are
+    sent it instead of the full image (refused, 400, if it would save less than half)."""
+    return await deltas.create_delta(ctx, artifact_id, body.base_id, actor=who.actor)
 
 
 @router.post("/releases", status_code=201, tags=["releases"])

@@ -21,7 +21,7 @@ from fleetwarden.server.models import (
     Release,
     ReleaseArtifact,
 )
-from fleetwarden.server.services import audit
+from fleetwarden.server.services import audit, deltas
 from fleetwarden.server.services.devices import assignment_out, select_devices
 from fleetwarden.server.services.members import on_assignment_change
 
@@ -164,6 +164,7 @@ def create_assignment(
         detail="",
         created_at=now,
         updated_at=now,
+        delta_artifact_id=deltas.choose_delta(s, device, release_id),
     )
     s.add(a)
     s.flush()

@@ -40,7 +40,7 @@ from fleetwarden.server.models import (
     ReleaseArtifact,
     Rollout,
 )
-from fleetwarden.server.services import audit
+from fleetwarden.server.services import audit, deltas
 from fleetwarden.server.services.members import on_assignment_change
 from fleetwarden.server.services.rollouts import install_deferral
 
@@ -190,6 +190,9 @@ def _action(s: Session, assignment_id: int) -> Action | None:
         .where(ReleaseArtifact.release_id == release.id)
         .order_by(ReleaseArtifact.position)
     ).all()
+    swap = deltas.delta_for(s, a.delta_artifact_id)
+    if swap is not None:
+        arts = [swap[1] if art.id == swap[0] else art for art in arts]
     hooks: dict[str, list[HealthCheck]] = {"pre_install": [], "post_install": []}
     emergency = False
     if a.rollout_id is not None:
@@ -373,5 +376,18 @@ def authorize_artifact(ctx: ServerContext, device: DeviceSession, sha256: str) -
                 )
             )
         )
+        if not allowed:  # or the delta an assignment ships instead of the image
+            allowed = s.scalar(
+                select(
+                    exists().where(
+                        and_(
+                            Assignment.device_id == device.device_id,
+                            Assignment.state.in_(_ACTIVE),
+                            Artifact.id == Assignment.delta_artifact_id,
+                            Artifact.sha256 == sha256,
+                        )
+                    )
+                )
+            )
     if not allowed:
         raise NotFoundError("no such artifact for this device")

@@ -108,6 +108,7 @@ def assignment_out(a: Assignment, release: Release) -> AssignmentOut:
         progress=a.progress,
         created_at=a.created_at,
         updated_at=a.updated_at,
+        delta_artifact_id=a.delta_artifact_id,
     )
 
 

@@ -292,23 +292,43 @@ class TufService:
                 Artifact.sha256,
                 Artifact.size,
                 Artifact.release_counter,
+                Assignment.delta_artifact_id,
             )
             .join(ReleaseArtifact, ReleaseArtifact.release_id == Assignment.release_id)
             .join(Artifact, Artifact.id == ReleaseArtifact.artifact_id)
             .where(Assignment.state.in_([st.value for st in ACTIVE_STATES]))
         ).all()
+        # An assignment that ships a delta lists the delta in place of the image it rebuilds.
+        delta_ids = {r.delta_artifact_id for r in rows if r.delta_artifact_id is not None}
+        swaps: dict[int, Artifact] = {}
+        if delta_ids:
+            swaps = {d.id: d for d in s.scalars(select(Artifact).where(Artifact.id.in_(delta_ids)))}
         out = {}
         for r in rows:
-            path = director_path(r.device_id, image_path(r.artifact_id, r.name, r.version))
+            aid, name, version, sha, size, counter = (
+                r.artifact_id,
+                r.name,
+                r.version,
+                r.sha256,
+                r.size,
+                r.release_counter,
+            )
+            d = swaps.get(r.delta_artifact_id) if r.delta_artifact_id is not None else None
+            if d is not None and d.meta.get("delta_of") == str(r.artifact_id):
+                aid, name, version, sha, size, counter = (
+                    d.id,
+                    d.name,
+                    d.version,
+                    d.sha256,
+                    d.size,
+                    d.release_counter,
+                )
+            path = director_path(r.device_id, image_path(aid, name, version))
             out[path] = _target(
                 path,
-                r.size,
-                {"sha256": r.sha256},
-                {
-                    "device_id": r.device_id,
-                    "assignment_id": r.id,
-                    "release_counter": r.release_counter,
-                },
+                size,
+                {"sha256": sha},
+                {"device_id": r.device_id, "assignment_id": r.id, "release_counter": counter},
             )
         return out
 
