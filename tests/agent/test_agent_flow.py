@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 from fleetwarden.agent import Step
 from tests.agent.conftest import drive
@@ -119,6 +120,18 @@ def test_download_resumes_from_a_partial_file(api, make_agent, device_root):
     )
     drive(agent)
     assert "bytes=300000-" in ranges
+    assert (device_root / "etc/app.conf").read_bytes() == content
+
+
+def test_download_rate_limit_paces_the_transfer(api, make_agent, device_root):
+    """A lower bound only: 600 KiB at 2 MiB/s cannot arrive in under 0.29 s."""
+    content = bytes(range(256)) * 2400
+    agent = make_agent(download_rate_limit=2 * 1024 * 1024)
+    drive(agent)
+    deploy(api, _file_release(api, content, "1")["id"], selector="lab=true")
+    started = time.monotonic()
+    drive(agent)
+    assert time.monotonic() - started >= len(content) / (2 * 1024 * 1024)
     assert (device_root / "etc/app.conf").read_bytes() == content
 
 

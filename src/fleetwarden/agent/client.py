@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -171,8 +172,10 @@ class DeviceClient:
         *,
         size: int,
         progress: Callable[[int], None] | None = None,
+        rate_limit: float | None = None,
     ) -> None:
-        """Download to ``dest``, resuming a partial ``dest.part`` with ``Range``.
+        """Download to ``dest``, resuming a partial ``dest.part`` with ``Range``, at most
+        ``rate_limit`` bytes per second on average if given.
 
         The hash is checked by the caller's verify step, separately journalled.
 
@@ -196,6 +199,7 @@ class DeviceClient:
                     elif resp.status_code not in (200, 206):
                         resp.read()
                         _raise_for(resp)
+                    pace = _Pacer(rate_limit, have)
                     with part.open("r+b" if have else "wb") as f:
                         f.seek(have)
                         f.truncate()
@@ -203,6 +207,7 @@ class DeviceClient:
                             f.write(chunk)
                             have += len(chunk)
                             crashpoint.hit("download.chunk")
+                            pace(have)
                             if have > size:
                                 break
                             if progress:
@@ -219,6 +224,19 @@ class DeviceClient:
 
     def _auth_header(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+
+class _Pacer:
+    """Sleeps as needed to keep a transfer at or under ``rate`` bytes per second."""
+
+    def __init__(self, rate: float | None, start_at: int) -> None:
+        self.rate, self.start_at, self.started = rate, start_at, time.monotonic()
+
+    def __call__(self, have: int) -> None:
+        if self.rate:
+            ahead = (have - self.start_at) / self.rate - (time.monotonic() - self.started)
+            if ahead > 0:
+                time.sleep(ahead)
 
 
 def sha256_file(path: Path) -> str:

@@ -65,6 +65,9 @@ class AgentConfig(BaseModel):
     root: Path = Path("/")
     #: Health checks run after every install, in addition to the release's own.
     health_checks: list[HealthCheck] = Field(default_factory=list)
+    #: Cap on download speed, bytes per second (default: none). Downloads resume where they
+    #: stopped after a restart or reboot (HTTP Range on the journalled partial file).
+    download_rate_limit: float | None = Field(None, gt=0)
     #: After an install's reboot, roll back unless the server was reached within this many
     #: seconds (the "agent reached the server" health check).
     reach_server_within: float = Field(900, gt=0)

@@ -446,7 +446,15 @@ class Agent:
             if dest.exists():
                 continue
             try:
-                self._call(functools.partial(self.client.download, ref.url, dest, size=ref.size))
+                self._call(
+                    functools.partial(
+                        self.client.download,
+                        ref.url,
+                        dest,
+                        size=ref.size,
+                        rate_limit=self.config.download_rate_limit,
+                    )
+                )
             except (errors.IntegrityError, errors.NotFoundError) as e:
                 self._download_failed(job, f"{ref.name}: {e}")
                 return
