@@ -35,6 +35,19 @@ class AbConfig(BaseModel):
     write_rate_limit: float | None = Field(None, gt=0)
 
 
+class SwupdateConfig(BaseModel):
+    """Devices that install SWUpdate bundles (``swu`` artifacts) with their own swupdate."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Certificate that signs the bundles' sw-description (``swupdate -k``).
+    public_key: Path
+    #: Extra arguments, e.g. ``["-e", "stable,copy2"]`` to choose the inactive copy.
+    extra_args: list[str] = Field(default_factory=list)
+    #: Reboot after a successful install (the new copy is booted and health-checked).
+    reboot: bool = True
+
+
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -73,6 +86,8 @@ class AgentConfig(BaseModel):
     reach_server_within: float = Field(900, gt=0)
     #: A/B slots for whole-image updates (``image`` artifacts); unset: no image installer.
     ab: AbConfig | None = None
+    #: SWUpdate bundles (``swu`` artifacts); unset: no swu installer.
+    swupdate: SwupdateConfig | None = None
     #: Command that reboots the device when an installer needs it.
     reboot_command: list[str] = Field(default_factory=lambda: ["systemctl", "reboot"])
     #: Between updates, become the lean idle poller (fleetwarden.agent.lean) to save memory.

@@ -19,6 +19,7 @@ from fleetwarden.agent.config import AgentConfig
 from fleetwarden.agent.health import CommandHealthChecker
 from fleetwarden.agent.installers import Installer, default_installers
 from fleetwarden.agent.installers.image import ImageInstaller
+from fleetwarden.agent.installers.swupdate import SwupdateInstaller
 from fleetwarden.agent.inventory import SystemInventory
 from fleetwarden.agent.lean import HANDOFF
 from fleetwarden.agent.loop import Agent
@@ -67,6 +68,12 @@ def installers_for(config: AgentConfig) -> dict[str, Installer]:
             config.ab.slots,
             attempts=config.ab.attempts,
             rate_limit=config.ab.write_rate_limit,
+        )
+    if config.swupdate is not None:
+        installers["swu"] = SwupdateInstaller(
+            config.swupdate.public_key,
+            extra_args=config.swupdate.extra_args,
+            reboot=config.swupdate.reboot,
         )
     return installers
 

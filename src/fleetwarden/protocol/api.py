@@ -73,6 +73,7 @@ class ArtifactType(enum.StrEnum):
     SCRIPT_MODULE = "script-module"
     IMAGE = "image"
     FIRMWARE = "firmware"
+    SWU = "swu"  # a SWUpdate bundle, installed by the device's own swupdate
 
 
 class ErrorDetail(_Out):
