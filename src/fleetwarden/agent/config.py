@@ -48,6 +48,15 @@ class SwupdateConfig(BaseModel):
     reboot: bool = True
 
 
+class RaucConfig(BaseModel):
+    """Devices that install RAUC bundles (``raucb`` artifacts) through their RAUC service."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: RAUC's system.conf (default: RAUC's own default, /etc/rauc/system.conf).
+    conf: Path | None = None
+
+
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -88,6 +97,8 @@ class AgentConfig(BaseModel):
     ab: AbConfig | None = None
     #: SWUpdate bundles (``swu`` artifacts); unset: no swu installer.
     swupdate: SwupdateConfig | None = None
+    #: RAUC bundles (``raucb`` artifacts); unset: no raucb installer.
+    rauc: RaucConfig | None = None
     #: Command that reboots the device when an installer needs it.
     reboot_command: list[str] = Field(default_factory=lambda: ["systemctl", "reboot"])
     #: Between updates, become the lean idle poller (fleetwarden.agent.lean) to save memory.

@@ -19,6 +19,7 @@ from fleetwarden.agent.config import AgentConfig
 from fleetwarden.agent.health import CommandHealthChecker
 from fleetwarden.agent.installers import Installer, default_installers
 from fleetwarden.agent.installers.image import ImageInstaller
+from fleetwarden.agent.installers.rauc import RaucInstaller
 from fleetwarden.agent.installers.swupdate import SwupdateInstaller
 from fleetwarden.agent.inventory import SystemInventory
 from fleetwarden.agent.lean import HANDOFF
@@ -75,6 +76,8 @@ def installers_for(config: AgentConfig) -> dict[str, Installer]:
             extra_args=config.swupdate.extra_args,
             reboot=config.swupdate.reboot,
         )
+    if config.rauc is not None:
+        installers["raucb"] = RaucInstaller(conf=config.rauc.conf)
     return installers
 
 

@@ -310,7 +310,7 @@ def artifact_upload(
     name: Annotated[str, typer.Option(help="artifact name")],
     version: Annotated[str, typer.Option(help="artifact version")],
     type_: Annotated[
-        str, typer.Option("--type", help="deb, file, script-module, image, swu, firmware")
+        str, typer.Option("--type", help="deb, file, script-module, image, swu, raucb, firmware")
     ] = "file",
     model: Annotated[
         list[str] | None, typer.Option("--model", help="compatible hardware model (repeatable)")

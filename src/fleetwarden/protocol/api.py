@@ -74,6 +74,7 @@ class ArtifactType(enum.StrEnum):
     IMAGE = "image"
     FIRMWARE = "firmware"
     SWU = "swu"  # a SWUpdate bundle, installed by the device's own swupdate
+    RAUCB = "raucb"  # a RAUC bundle, installed by the device's own RAUC service
 
 
 class ErrorDetail(_Out):
