@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from fleetwarden.core.assignments import AssignmentState
 
@@ -84,12 +84,41 @@ class ArtifactRef(_Model):
 
 
 class HealthCheck(_Model):
-    """A command the agent runs after installing; exit status 0 means healthy."""
+    """One check the agent runs after installing, exactly one of: a ``command`` (exit status
+    0 is healthy), a ``systemd_unit`` that must be active, or an ``http`` URL that must answer
+    with a 2xx status."""
 
-    command: Annotated[
-        list[Annotated[str, StringConstraints(max_length=4096)]], Field(min_length=1, max_length=64)
-    ]
+    command: (
+        Annotated[
+            list[Annotated[str, StringConstraints(max_length=4096)]],
+            Field(min_length=1, max_length=64),
+        ]
+        | None
+    ) = None
+    systemd_unit: (
+        Annotated[str, StringConstraints(max_length=256, pattern=r"^[A-Za-z0-9@._:\-]+$")] | None
+    ) = None
+    http: Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://\S+$")] | None = (
+        None
+    )
     timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> HealthCheck:
+        kinds = [k for k in ("command", "systemd_unit", "http") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                "a health check needs exactly one of command, systemd_unit, http"
+                + (f" (got {', '.join(kinds)})" if kinds else "")
+            )
+        return self
+
+    def describe(self) -> str:
+        if self.command is not None:
+            return " ".join(self.command)
+        if self.systemd_unit is not None:
+            return f"systemd unit {self.systemd_unit}"
+        return f"GET {self.http}"
 
 
 class Action(_Model):
