@@ -58,6 +58,13 @@ def test_update_succeeds_and_survives_reboots(server_process, device):
         assert device.image_in("B") == _image(1)
         assert device.env().state("B") is SlotState.GOOD
         wait_for(lambda: device_release(api) == "os@1", what="inventory")
+        # The server shows the slots as the device's boot environment has them.
+        dev_id = api.get("/api/v1/devices").json()["items"][0]["id"]
+        slots = api.get(f"/api/v1/devices/{dev_id}").json()["inventory"]["inventory"]["slots"]
+        assert {(s["name"], s["state"], s["booted"], s["primary"]) for s in slots} == {
+            ("A", "good", False, False),
+            ("B", "good", True, True),
+        }
         a = _update(api, device, 2)  # and back into A
         assert a["state"] == "succeeded", a
         assert device.booted() == "A"

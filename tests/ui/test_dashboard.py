@@ -352,6 +352,10 @@ def test_device_detail_inventory_and_history(
             {"name": "bios", "version": "1.2.3", "vendor": "Acme"},
             {"name": "modem", "version": "4.5"},
         ],
+        "slots": [
+            {"name": "A", "state": "good", "attempts_left": 3, "booted": True},
+            {"name": "B", "state": "trying", "attempts_left": 2, "primary": True},
+        ],
     }
     r = api.put("/device/v1/inventory", json=inventory, headers=device_headers(gw))
     assert r.status_code == 200, r.text
@@ -378,6 +382,8 @@ def test_device_detail_inventory_and_history(
     assert shown["Agent"] == "0.9.1"
     assert shown["Packages"].startswith("3")
     assert shown["Firmware"] == "bios 1.2.3, modem 4.5"
+    assert "A: good, running" in shown["A/B slots"]
+    assert "B: trying (2 boots left), next boot" in shown["A/B slots"]
     identity = facts(page.locator("section", has=page.get_by_role("heading", name="Identity")))
     assert identity["Device id"] == fleet.id("berlin-gw-1")
     for tag in ("site=berlin", "ring=canary", "rack=r7"):

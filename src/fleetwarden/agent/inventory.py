@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import shutil
 import socket
@@ -12,7 +13,10 @@ from pathlib import Path
 import fleetwarden
 from fleetwarden.agent.config import AgentConfig
 from fleetwarden.agent.installers.deb import installed_packages
-from fleetwarden.protocol.device import FirmwareComponent, Inventory, Package
+from fleetwarden.errors import FleetwardenError
+from fleetwarden.protocol.device import FirmwareComponent, Inventory, Package, SlotReport
+
+log = logging.getLogger("fleetwarden.agent.inventory")
 
 __all__ = ["SystemInventory", "read_os_release"]
 
@@ -101,4 +105,30 @@ class SystemInventory:
             installed_release=self.installed_release,
             packages=packages,
             firmware=_firmware() if c.collect_firmware else [],
+            slots=_slots(c),
         )
+
+
+def _slots(c: AgentConfig) -> list[SlotReport]:
+    """The A/B slots as the boot environment has them; none if the device has no slots or
+    the environment cannot be read now (logged: inventory must not fail over it)."""
+    if c.ab is None:
+        return []
+    from fleetwarden.agent.boot import make_bootloader
+
+    boot = make_bootloader(c.ab, c.data_dir)
+    try:
+        env, booted = boot.read(), boot.booted()
+    except FleetwardenError as e:
+        log.warning("cannot read the A/B boot environment for inventory: %s", e)
+        return []
+    return [
+        SlotReport(
+            name=s,
+            state=env.state(s).value,
+            attempts_left=env.attempts_left(s),
+            booted=s == booted,
+            primary=bool(env.order) and env.order[0] == s,
+        )
+        for s in env.slots
+    ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -170,6 +170,16 @@ class FirmwareComponent(_Model):
     plugin: Short = ""
 
 
+class SlotReport(_Model):
+    """One A/B root slot as the device's boot environment sees it."""
+
+    name: Short
+    state: Literal["good", "trying", "bad"]
+    attempts_left: Annotated[int, Field(ge=0, le=1000)] = 0
+    booted: bool = False
+    primary: bool = False
+
+
 class Inventory(_Model):
     hostname: Name
     os_name: Short = ""
@@ -186,6 +196,8 @@ class Inventory(_Model):
     firmware: Annotated[list[FirmwareComponent], Field(max_length=4096)] = Field(
         default_factory=list
     )
+    #: A/B devices: each root slot's state (empty for devices without slots).
+    slots: Annotated[list[SlotReport], Field(max_length=8)] = Field(default_factory=list)
 
 
 class InventoryAck(_Model):
