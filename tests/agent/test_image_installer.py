@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from fleetwarden.agent.boot import FileBootloader
-from fleetwarden.agent.installers import InstallContext, Payload
+from fleetwarden.agent.installers import InstallContext
 from fleetwarden.agent.installers.image import ImageInstaller
 from fleetwarden.core import ab
 from fleetwarden.core.ab import SlotState
 from fleetwarden.core.delta import DeltaSpec, make_delta
 from fleetwarden.errors import InstallError
-from fleetwarden.protocol.device import ArtifactRef
+from tests.agent.bundles import install_context
 
 SLOTS = ("A", "B")
 
@@ -43,26 +43,9 @@ class Device:
     def ctx(self, payload: bytes, meta: dict[str, str] | None = None, sha: str | None = None):
         path = self.dir / "payload"
         path.write_bytes(payload)
-        ref = ArtifactRef(
-            id=1,
-            name="os",
-            version="2",
-            type="image",
-            url="/x",
-            size=len(payload),
-            sha256=sha or hashlib.sha256(payload).hexdigest(),
-            meta=meta or {},
-        )
         work = self.dir / "work"
         work.mkdir(exist_ok=True)
-        return InstallContext(
-            assignment_id=1,
-            release="os@2",
-            payloads=[Payload(ref, path)],
-            workdir=work,
-            state_dir=self.dir / "state",
-            root=self.dir,
-        )
+        return install_context(work, path, "image", meta=meta, sha256=sha)
 
 
 V1 = os.urandom(64 * 1024) + bytes(192 * 1024)

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from fleetwarden.agent.boot.file import dump_env, load_env
-from fleetwarden.agent.installers import InstallContext, Payload
+from fleetwarden.agent.installers import InstallContext
 from fleetwarden.agent.installers.rauc import RaucInstaller
 from fleetwarden.core import ab
 from fleetwarden.core.ab import BootEnv, SlotState
 from fleetwarden.errors import InstallError
-from fleetwarden.protocol.device import ArtifactRef
+from tests.agent.bundles import install_context, self_signed
 from tests.conftest import require_tool
 
 COMPATIBLE = "fleetwarden-test"
@@ -38,17 +38,6 @@ _BUS = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuratio
   </policy>
 </busconfig>
 """
-
-
-def _keypair(d: Path, name: str) -> tuple[Path, Path]:
-    key, cert = d / f"{name}.key", d / f"{name}.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "90",
-         "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return key, cert
 
 
 def _bundle(d: Path, image: bytes, key: Path, cert: Path, compatible: str = COMPATIBLE) -> Path:
@@ -71,7 +60,7 @@ def _bundle(d: Path, image: bytes, key: Path, cert: Path, compatible: str = COMP
 class RaucDevice:
     def __init__(self, d: Path) -> None:
         self.d = d
-        self.key, self.cert = _keypair(d, "vendor")
+        self.key, self.cert = self_signed(d, "vendor")
         self.env_file, self.cmdline = d / "bootenv.json", d / "cmdline"
         self.slots = {"A": d / "slotA.img", "B": d / "slotB.img"}
         self.slots["A"].write_bytes(b"factory image" * 1000)
@@ -161,24 +150,7 @@ def device(tmp_path) -> Iterator[RaucDevice]:
 
 
 def _ctx(d: Path, bundle: Path) -> InstallContext:
-    data = bundle.read_bytes()
-    ref = ArtifactRef(
-        id=1,
-        name="os",
-        version="2",
-        type="raucb",
-        url="/x",
-        size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-    )
-    return InstallContext(
-        assignment_id=1,
-        release="os@2",
-        payloads=[Payload(ref, bundle)],
-        workdir=d,
-        state_dir=d / "state",
-        root=d,
-    )
+    return install_context(d, bundle, "raucb")
 
 
 def test_rauc_installs_the_other_slot_and_commits_after_reboot(device):
@@ -227,7 +199,7 @@ def test_a_slot_that_never_boots_is_reported_as_a_fallback(device):
 
 
 def test_foreign_signatures_and_other_devices_bundles_are_refused(device):
-    other_key, other_cert = _keypair(device.d, "intruder")
+    other_key, other_cert = self_signed(device.d, "intruder")
     rauc = RaucInstaller(conf=device.conf)
     foreign = _ctx(device.d, _bundle(device.d, b"x" * 4096, other_key, other_cert))
     with pytest.raises(InstallError, match="rauc info of os failed"):

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from fleetwarden.agent.installers import InstallContext, Payload
+from fleetwarden.agent.installers import InstallContext
 from fleetwarden.agent.installers.swupdate import SwupdateInstaller
 from fleetwarden.errors import InstallError
-from fleetwarden.protocol.device import ArtifactRef
+from tests.agent.bundles import install_context, self_signed
 from tests.conftest import require_tool
 
 #: The board and revision a bundle's hardware-compatibility must name (``swupdate -H``).
@@ -34,19 +34,6 @@ def _cpio_newc(members: list[tuple[str, bytes]]) -> bytes:
         header = b"070701" + b"".join(f"{f:08X}".encode() for f in fields)
         out += header + raw + pad(len(header) + len(raw)) + data + pad(len(data))
     return bytes(out)
-
-
-def _keypair(tmp: Path, name: str) -> tuple[Path, Path]:
-    key, cert = tmp / f"{name}.key", tmp / f"{name}.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
-            "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return key, cert
 
 
 def _swu(tmp: Path, target: Path, image: bytes, key: Path, cert: Path) -> Path:
@@ -84,30 +71,13 @@ def _swu(tmp: Path, target: Path, image: bytes, key: Path, cert: Path) -> Path:
 
 
 def _ctx(tmp: Path, swu: Path) -> InstallContext:
-    data = swu.read_bytes()
-    ref = ArtifactRef(
-        id=1,
-        name="os",
-        version="2",
-        type="swu",
-        url="/x",
-        size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-    )
-    return InstallContext(
-        assignment_id=1,
-        release="os@2",
-        payloads=[Payload(ref, swu)],
-        workdir=tmp,
-        state_dir=tmp / "state",
-        root=tmp,
-    )
+    return install_context(tmp, swu, "swu")
 
 
 @pytest.fixture
 def signer(tmp_path):
     require_tool("swupdate", "openssl")
-    return _keypair(tmp_path, "vendor")
+    return self_signed(tmp_path, "vendor")
 
 
 def test_a_signed_bundle_is_installed_by_swupdate(tmp_path, signer):
@@ -125,7 +95,7 @@ def test_a_signed_bundle_is_installed_by_swupdate(tmp_path, signer):
 
 def test_a_bundle_signed_by_someone_else_is_refused_before_writing(tmp_path, signer):
     _, cert = signer
-    other_key, other_cert = _keypair(tmp_path, "intruder")
+    other_key, other_cert = self_signed(tmp_path, "intruder")
     target = tmp_path / "slot-B.img"
     swu = _swu(tmp_path, target, b"evil", other_key, other_cert)
     installer = SwupdateInstaller(cert, extra_args=HW)

@@ -10,6 +10,7 @@ after reconstruction and before writing a byte.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,18 @@ import zstandard
 
 from fleetwarden.errors import InputError
 
-__all__ = ["DeltaSpec", "decompressor", "make_delta", "window_log"]
+__all__ = [
+    "DeltaSpec",
+    "choose_delta",
+    "decompressor",
+    "delta_of",
+    "make_delta",
+    "window_log",
+    "worth_shipping",
+]
+
+#: A delta is only worth shipping below this share of the full image.
+MAX_SHARE = 0.5
 
 _MIN_WINDOW_LOG = 10
 _MAX_WINDOW_LOG = 31
@@ -106,3 +118,34 @@ def _hex(value: Any, field: str) -> str:
     if len(s) != 64 or any(c not in "0123456789abcdef" for c in s):
         raise ValueError(f"{field} is not a lowercase sha256")
     return s
+
+
+def delta_of(meta: Mapping[str, Any]) -> int | None:
+    """The id of the image artifact a delta artifact rebuilds (its ``delta_of``), or None
+    for an artifact that is not a delta."""
+    raw = str(meta.get("delta_of", ""))
+    return int(raw) if raw.isdigit() else None
+
+
+def worth_shipping(delta_size: int, image_size: int) -> bool:
+    """Rule 1: a delta is shipped only if it is under ``MAX_SHARE`` of the full image."""
+    return delta_size < MAX_SHARE * image_size
+
+
+def choose_delta(
+    target_id: int,
+    base_sha256: str | None,
+    candidates: Iterable[tuple[int, Mapping[str, Any]]],
+    *,
+    refused_before: bool,
+) -> int | None:
+    """Rule 2: the delta (id) to send instead of image ``target_id`` to a device whose
+    installed image hashes to ``base_sha256``: one that rebuilds exactly that target from
+    exactly that base. None if the base is unknown, or the device refused a delta for this
+    release before (its next try gets the full image)."""
+    if base_sha256 is None or refused_before:
+        return None
+    for delta_id, meta in candidates:
+        if delta_of(meta) == target_id and meta.get("delta_base") == base_sha256:
+            return delta_id
+    return None

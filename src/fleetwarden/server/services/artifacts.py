@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import PurePosixPath
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
@@ -22,6 +24,7 @@ __all__ = [
     "get_release",
     "list_artifacts",
     "list_releases",
+    "record",
     "release_out",
     "upload",
     "validate_meta",
@@ -96,16 +99,13 @@ async def upload(
                 created_at=now,
                 created_by=actor,
             )
-            s.add(row)
-            s.flush()
-            ctx.tuf.publish_image(s, now, add=[row])
-            audit.record(
+            return record(
+                ctx,
                 s,
-                at=now,
+                row,
+                now=now,
                 actor=actor,
                 action="artifact.upload",
-                target_type="artifact",
-                target_id=row.id,
                 after={
                     "name": name,
                     "version": version,
@@ -114,9 +114,35 @@ async def upload(
                     "size": blob.size,
                 },
             )
-            return ArtifactOut.model_validate(row)
     except DBIntegrityError as e:  # lost a race with an identical upload
         raise ConflictError(f"artifact {name}@{version} already exists") from e
+
+
+def record(
+    ctx: ServerContext,
+    s: Session,
+    row: Artifact,
+    *,
+    now: datetime,
+    actor: str,
+    action: str,
+    after: dict[str, Any],
+) -> ArtifactOut:
+    """Insert a stored blob's artifact row, sign it into the TUF image repository and audit
+    it, all in the caller's transaction (uploads and server-built deltas alike)."""
+    s.add(row)
+    s.flush()
+    ctx.tuf.publish_image(s, now, add=[row])
+    audit.record(
+        s,
+        at=now,
+        actor=actor,
+        action=action,
+        target_type="artifact",
+        target_id=row.id,
+        after=after,
+    )
+    return ArtifactOut.model_validate(row)
 
 
 def _ensure_new(s: Session, name: str, version: str) -> None:

@@ -20,19 +20,18 @@ import anyio
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from fleetwarden.core import delta as rules
 from fleetwarden.core.delta import DeltaSpec, make_delta
 from fleetwarden.errors import ConflictError, InputError, NotFoundError
 from fleetwarden.protocol.api import ArtifactOut, ArtifactType
 from fleetwarden.server.context import ServerContext
 from fleetwarden.server.models import Artifact, Assignment, Device, Release, ReleaseArtifact
-from fleetwarden.server.services import audit
+from fleetwarden.server.services import artifacts
 
 __all__ = ["DELTA_REFUSED", "choose_delta", "create_delta", "delta_for"]
 
 #: What the agent's refusal of a delta starts with (agent.delta).
 DELTA_REFUSED = "delta refused"
-#: A delta is only worth shipping below this share of the full image.
-_MAX_SHARE = 0.5
 
 
 async def create_delta(
@@ -71,7 +70,7 @@ async def create_delta(
         return make_delta(old, new)
 
     delta = await anyio.to_thread.run_sync(build)
-    if len(delta) >= _MAX_SHARE * t_size:
+    if not rules.worth_shipping(len(delta), t_size):
         raise InputError(
             f"the delta is {len(delta)} bytes, {len(delta) / t_size:.0%} of the image: "
             "not worth shipping; devices get the full image"
@@ -100,44 +99,45 @@ async def create_delta(
             created_at=now,
             created_by=actor,
         )
-        s.add(row)
-        s.flush()
-        ctx.tuf.publish_image(s, now, add=[row])
-        audit.record(
+        return artifacts.record(
+            ctx,
             s,
-            at=now,
+            row,
+            now=now,
             actor=actor,
             action="artifact.delta",
-            target_type="artifact",
-            target_id=row.id,
             after={"target": target_id, "base": base_id, "size": blob.size, "of": t_size},
         )
-        return ArtifactOut.model_validate(row)
 
 
 def _image_of(s: Session, release_id: int) -> Artifact | None:
-    images = [
-        a
-        for a in s.scalars(
-            select(Artifact)
-            .join(ReleaseArtifact, ReleaseArtifact.artifact_id == Artifact.id)
-            .where(ReleaseArtifact.release_id == release_id)
-        )
-        if a.type == ArtifactType.IMAGE.value
-    ]
-    return images[0] if len(images) == 1 else None
+    """The release's one image artifact, if it has exactly one (memoized per transaction:
+    a rollout tick asks this once per device for the same release)."""
+    memo: dict[int, Artifact | None] = s.info.setdefault("release_image", {})
+    if release_id not in memo:
+        images = [
+            a
+            for a in s.scalars(
+                select(Artifact)
+                .join(ReleaseArtifact, ReleaseArtifact.artifact_id == Artifact.id)
+                .where(ReleaseArtifact.release_id == release_id)
+            )
+            if a.type == ArtifactType.IMAGE.value
+        ]
+        memo[release_id] = images[0] if len(images) == 1 else None
+    return memo[release_id]
 
 
 def choose_delta(s: Session, device: Device, release_id: int) -> int | None:
-    """The delta artifact to ship instead of the release's image to this device, if any."""
+    """Gather what ``core.delta.choose_delta`` needs for this device and release."""
     target = _image_of(s, release_id)
-    if target is None or not device.installed_release or "@" not in device.installed_release:
+    if target is None or "@" not in device.installed_release:
         return None
     name, version = device.installed_release.rsplit("@", 1)
     installed = s.scalar(select(Release).where(Release.name == name, Release.version == version))
     base = _image_of(s, installed.id) if installed is not None else None
     if base is None or base.id == target.id:
-        return None
+        return None  # spare the queries below: no base image, nothing to build on
     refused = s.scalar(
         select(Assignment.id).where(
             Assignment.device_id == device.id,
@@ -145,23 +145,21 @@ def choose_delta(s: Session, device: Device, release_id: int) -> int | None:
             Assignment.detail.contains(DELTA_REFUSED),
         )
     )
-    if refused is not None:
-        return None
-    for d in s.scalars(
-        select(Artifact).where(
+    candidates = s.execute(
+        select(Artifact.id, Artifact.meta).where(
             Artifact.name == target.name, Artifact.version.startswith(f"{target.version}+from.")
         )
-    ):
-        if d.meta.get("delta_of") == str(target.id) and d.meta.get("delta_base") == base.sha256:
-            return d.id
-    return None
+    )
+    return rules.choose_delta(
+        target.id,
+        base.sha256,
+        ((aid, meta) for aid, meta in candidates),
+        refused_before=refused is not None,
+    )
 
 
 def delta_for(s: Session, delta_artifact_id: int | None) -> tuple[int, Artifact] | None:
     """(id of the artifact it replaces, the delta) for an assignment's delta, if any."""
-    if delta_artifact_id is None:
-        return None
-    d = s.get(Artifact, delta_artifact_id)
-    if d is None or not d.meta.get("delta_of", "").isdigit():
-        return None
-    return int(d.meta["delta_of"]), d
+    d = s.get(Artifact, delta_artifact_id) if delta_artifact_id is not None else None
+    replaces = rules.delta_of(d.meta) if d is not None else None
+    return None if d is None or replaces is None else (replaces, d)

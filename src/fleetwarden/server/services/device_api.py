@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, exists, select
+from sqlalchemy import Engine, and_, bindparam, exists, or_, select
 from sqlalchemy.orm import Session
 
 from fleetwarden.core import assignments as lifecycle
@@ -362,32 +362,18 @@ def authorize_artifact(ctx: ServerContext, device: DeviceSession, sha256: str) -
     Raises:
         NotFoundError: not assigned to this device (404, so nothing leaks about other blobs).
     """
+    mine = and_(
+        Assignment.device_id == device.device_id,
+        Assignment.state.in_(_ACTIVE),
+        Artifact.sha256 == sha256,
+    )
+    of_release = exists().where(
+        mine,
+        ReleaseArtifact.release_id == Assignment.release_id,
+        Artifact.id == ReleaseArtifact.artifact_id,
+    )
+    shipped_delta = exists().where(mine, Artifact.id == Assignment.delta_artifact_id)
     with ctx.db.read() as s:
-        allowed = s.scalar(
-            select(
-                exists().where(
-                    and_(
-                        Assignment.device_id == device.device_id,
-                        Assignment.state.in_(_ACTIVE),
-                        ReleaseArtifact.release_id == Assignment.release_id,
-                        Artifact.id == ReleaseArtifact.artifact_id,
-                        Artifact.sha256 == sha256,
-                    )
-                )
-            )
-        )
-        if not allowed:  # or the delta an assignment ships instead of the image
-            allowed = s.scalar(
-                select(
-                    exists().where(
-                        and_(
-                            Assignment.device_id == device.device_id,
-                            Assignment.state.in_(_ACTIVE),
-                            Artifact.id == Assignment.delta_artifact_id,
-                            Artifact.sha256 == sha256,
-                        )
-                    )
-                )
-            )
+        allowed = s.scalar(select(or_(of_release, shipped_delta)))
     if not allowed:
         raise NotFoundError("no such artifact for this device")

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from tuf.api.metadata import Metadata, Root, TargetFile
 
 from fleetwarden.core.assignments import ACTIVE_STATES
+from fleetwarden.core.delta import delta_of
 from fleetwarden.core.tuf_rules import director_path, image_path
 from fleetwarden.errors import ConfigError
 from fleetwarden.server.db import Database
@@ -314,7 +315,7 @@ class TufService:
                 r.release_counter,
             )
             d = swaps.get(r.delta_artifact_id) if r.delta_artifact_id is not None else None
-            if d is not None and d.meta.get("delta_of") == str(r.artifact_id):
+            if d is not None and delta_of(d.meta) == r.artifact_id:
                 aid, name, version, sha, size, counter = (
                     d.id,
                     d.name,
